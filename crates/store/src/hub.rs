@@ -1,0 +1,109 @@
+//! The in-memory side of the change log: a ring of recent events and a notifier, so live
+//! watchers never touch the disk.
+
+use crate::StoreError;
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+
+    fn parse(s: &str) -> Option<EventType> {
+        match s {
+            "ADDED" => Some(EventType::Added),
+            "MODIFIED" => Some(EventType::Modified),
+            "DELETED" => Some(EventType::Deleted),
+            _ => None,
+        }
+    }
+}
+
+/// One committed change. For `Deleted`, `object` is the last state, stamped with the
+/// resourceVersion of the deletion (as Kubernetes does).
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub resource_version: u64,
+    pub kind: EventType,
+    pub key: String,
+    pub object: Arc<Value>,
+}
+
+impl Event {
+    /// The persisted form in the change log.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(&json!({"type": self.kind.as_str(), "key": self.key, "object": &*self.object}))
+            .unwrap_or_default()
+    }
+}
+
+pub(crate) fn decode_change(rv: u64, bytes: &[u8]) -> Result<Event, StoreError> {
+    let key = format!("change {rv}");
+    let mut value: Value =
+        serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { key: key.clone(), source })?;
+    let kind = value["type"].as_str().and_then(EventType::parse).ok_or_else(|| StoreError::Database(format!("{key}: bad event type")))?;
+    let object_key = value["key"].as_str().unwrap_or("").to_string();
+    Ok(Event { resource_version: rv, kind, key: object_key, object: Arc::new(value["object"].take()) })
+}
+
+pub(crate) struct Hub {
+    ring: Mutex<VecDeque<Arc<Event>>>,
+    capacity: usize,
+    latest: tokio::sync::watch::Sender<u64>,
+}
+
+impl Hub {
+    pub(crate) fn new(current_rv: u64, capacity: usize) -> Hub {
+        let (latest, _) = tokio::sync::watch::channel(current_rv);
+        Hub { ring: Mutex::new(VecDeque::new()), capacity: capacity.max(1), latest }
+    }
+
+    pub(crate) fn latest(&self) -> u64 {
+        *self.latest.borrow()
+    }
+
+    pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.latest.subscribe()
+    }
+
+    /// Appends committed events and wakes the watchers.
+    pub(crate) fn publish(&self, events: Vec<Arc<Event>>, new_rv: u64) {
+        if let Ok(mut ring) = self.ring.lock() {
+            for event in events {
+                if ring.len() == self.capacity {
+                    ring.pop_front();
+                }
+                ring.push_back(event);
+            }
+        }
+        self.latest.send_replace(new_rv);
+    }
+
+    /// Events after `rv` if the ring covers them all (None: ask the persisted log).
+    pub(crate) fn events_after(&self, rv: u64) -> Option<Vec<Arc<Event>>> {
+        let ring = self.ring.lock().ok()?;
+        let latest = self.latest();
+        if rv >= latest {
+            return Some(Vec::new());
+        }
+        let first = ring.front()?.resource_version;
+        if rv + 1 < first {
+            return None;
+        }
+        let start = ring.partition_point(|e| e.resource_version <= rv);
+        Some(ring.range(start..).cloned().collect())
+    }
+}

@@ -1,0 +1,213 @@
+//! Axle's object store: every API object, durably, with one global resourceVersion and a
+//! bounded change log that watches read from.
+//!
+//! - Objects are JSON documents keyed `group/plural/namespace/name` (namespace empty for
+//!   cluster-scoped objects) in one redb table; redb gives atomic, crash-safe commits.
+//! - All writes go through one writer thread. Requests queued while a commit is in flight are
+//!   applied together in the next transaction (group commit), so N concurrent writes cost one
+//!   fsync, and nothing is written while nothing changes.
+//! - A write is acknowledged only after its transaction is committed (fsynced): a `kill -9` at
+//!   any point loses no acknowledged write and exposes no unacknowledged one.
+//! - Each committed change is appended to a persisted change log (bounded, oldest pruned in the
+//!   same transaction) and to an in-memory ring of recent events; watchers read from the ring,
+//!   fall back to the persisted log, and get [`StoreError::Expired`] beyond it (HTTP 410).
+//!
+//! The store knows nothing about HTTP or Kubernetes semantics beyond `metadata.resourceVersion`,
+//! which it owns: callers never choose resource versions.
+
+mod hub;
+mod writer;
+
+pub use hub::{Event, EventType};
+pub use writer::Txn;
+
+use hub::Hub;
+use redb::{Database, ReadableTable, TableDefinition};
+use serde_json::Value;
+use std::path::Path;
+use std::sync::Arc;
+use writer::{Job, TypedJob};
+
+pub(crate) const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
+pub(crate) const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(crate) const META_RV: &str = "resource_version";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store database error: {0}")]
+    Database(String),
+    #[error("stored object {key:?} is not valid JSON: {source}")]
+    Corrupt { key: String, source: serde_json::Error },
+    #[error("resource version {requested} is too old (oldest retained change is {oldest})")]
+    Expired { requested: u64, oldest: u64 },
+    #[error("the store is shut down")]
+    Closed,
+}
+
+macro_rules! db_error_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Database(e.to_string()) }
+        }
+    )*};
+}
+db_error_from!(redb::Error, redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+
+/// Tuning knobs, with defaults that suit a car's HPC.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Changes kept in the persisted log for watch resume.
+    pub change_log_capacity: u64,
+    /// Recent changes kept in memory for live watchers.
+    pub ring_capacity: usize,
+    /// redb page cache in bytes.
+    pub cache_bytes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { change_log_capacity: 10_000, ring_capacity: 1_024, cache_bytes: 4 << 20 }
+    }
+}
+
+/// A page of a list.
+#[derive(Debug, Default)]
+pub struct ListPage {
+    pub items: Vec<Value>,
+    /// The store's resourceVersion at the time of the read.
+    pub resource_version: u64,
+    /// The last key returned when the page was cut by `limit` and more items remain.
+    pub continue_after: Option<String>,
+}
+
+/// The store handle; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    jobs: std::sync::mpsc::Sender<Box<dyn Job>>,
+    hub: Arc<Hub>,
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path` and starts its writer thread.
+    pub fn open(path: &Path, options: Options) -> Result<Store, StoreError> {
+        let db = Database::builder().set_cache_size(options.cache_bytes).create(path)?;
+        let db = Arc::new(db);
+        let current_rv = {
+            let wtx = db.begin_write()?;
+            // Create the tables on first start so readers never meet a missing table.
+            wtx.open_table(OBJECTS)?;
+            wtx.open_table(CHANGES)?;
+            let rv = wtx.open_table(META)?.get(META_RV)?.map(|g| g.value()).unwrap_or(0);
+            wtx.commit()?;
+            rv
+        };
+        let hub = Arc::new(Hub::new(current_rv, options.ring_capacity));
+        let jobs = writer::spawn(db.clone(), hub.clone(), current_rv, options.change_log_capacity)?;
+        Ok(Store { db, jobs, hub })
+    }
+
+    /// Runs `f` atomically in the writer thread and waits until its changes are durable.
+    /// If `f` returns `Err`, none of its writes take effect.
+    pub async fn transact<T, E, F>(&self, f: F) -> Result<Result<T, E>, StoreError>
+    where
+        F: FnOnce(&mut Txn<'_>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let (job, reply) = TypedJob::new(f);
+        self.jobs.send(Box::new(job)).map_err(|_| StoreError::Closed)?;
+        reply.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// The current global resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.hub.latest()
+    }
+
+    pub fn get(&self, key: &str) -> Result<Option<Value>, StoreError> {
+        let rtx = self.db.begin_read()?;
+        let table = rtx.open_table(OBJECTS)?;
+        let bytes = table.get(key)?;
+        bytes.map(|b| decode(key, b.value())).transpose()
+    }
+
+    /// Lists objects whose key starts with `prefix`, after `start_after` (exclusive), keeping
+    /// those `keep` accepts, at most `limit` of them (0 = no limit).
+    pub fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        keep: &dyn Fn(&Value) -> bool,
+    ) -> Result<ListPage, StoreError> {
+        let rtx = self.db.begin_read()?;
+        let rv = rtx.open_table(META)?.get(META_RV)?.map(|g| g.value()).unwrap_or(0);
+        let table = rtx.open_table(OBJECTS)?;
+        let mut page = ListPage { resource_version: rv, ..ListPage::default() };
+        let mut last_included: Option<String> = None;
+        let start = start_after.unwrap_or(prefix);
+        for entry in table.range(start..)? {
+            let (key, value) = entry?;
+            let key = key.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if Some(key) == start_after {
+                continue;
+            }
+            let obj = decode(key, value.value())?;
+            if !keep(&obj) {
+                continue;
+            }
+            if limit > 0 && page.items.len() == limit {
+                // A further match exists: the page is cut after the last item it holds.
+                page.continue_after = last_included;
+                break;
+            }
+            page.items.push(obj);
+            last_included = Some(key.to_string());
+        }
+        Ok(page)
+    }
+
+    /// Changes committed after `rv`, oldest first. `Expired` when they left the log.
+    pub fn events_after(&self, rv: u64) -> Result<Vec<Arc<Event>>, StoreError> {
+        if let Some(events) = self.hub.events_after(rv) {
+            return Ok(events);
+        }
+        let rtx = self.db.begin_read()?;
+        let table = rtx.open_table(CHANGES)?;
+        let oldest = table.first()?.map(|(k, _)| k.value());
+        let latest = self.hub.latest();
+        match oldest {
+            Some(oldest) if rv + 1 >= oldest => {}
+            None if rv >= latest => return Ok(Vec::new()),
+            other => return Err(StoreError::Expired { requested: rv, oldest: other.unwrap_or(latest + 1) }),
+        }
+        let mut events = Vec::new();
+        for entry in table.range(rv + 1..)? {
+            let (k, v) = entry?;
+            events.push(Arc::new(hub::decode_change(k.value(), v.value())?));
+        }
+        Ok(events)
+    }
+
+    /// A receiver that changes whenever a new resourceVersion is committed.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.hub.subscribe()
+    }
+}
+
+pub(crate) fn decode(key: &str, bytes: &[u8]) -> Result<Value, StoreError> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { key: key.to_string(), source })
+}
+
+/// The storage key of an object: `prefix/namespace/name`.
+pub fn key(prefix: &str, namespace: &str, name: &str) -> String {
+    format!("{prefix}/{namespace}/{name}")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,134 @@
+use super::*;
+use serde_json::json;
+
+fn open(dir: &tempfile::TempDir) -> Store {
+    Store::open(&dir.path().join("store.redb"), Options { change_log_capacity: 5, ring_capacity: 2, cache_bytes: 1 << 20 })
+        .expect("store opens")
+}
+
+async fn put(store: &Store, key: &'static str, value: i64) -> Value {
+    store
+        .transact(move |txn| txn.put(key, json!({"metadata": {"name": key}, "v": value})))
+        .await
+        .expect("store works")
+        .expect("put succeeds")
+}
+
+#[tokio::test]
+async fn put_assigns_increasing_resource_versions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    let a = put(&store, "core/pods/default/a", 1).await;
+    let b = put(&store, "core/pods/default/b", 2).await;
+    assert_eq!(a["metadata"]["resourceVersion"], "1");
+    assert_eq!(b["metadata"]["resourceVersion"], "2");
+    assert_eq!(store.resource_version(), 2);
+    assert_eq!(store.get("core/pods/default/a").expect("reads").expect("present")["v"], 1);
+}
+
+#[tokio::test]
+async fn failed_transaction_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    put(&store, "core/pods/default/a", 1).await;
+    let outcome: Result<(), &str> = store
+        .transact(|txn| {
+            txn.put("core/pods/default/a", json!({"metadata": {}, "v": 99})).map_err(|_| "store")?;
+            txn.put("core/pods/default/z", json!({"metadata": {}})).map_err(|_| "store")?;
+            Err("rejected")
+        })
+        .await
+        .expect("store works");
+    assert_eq!(outcome, Err("rejected"));
+    assert_eq!(store.get("core/pods/default/a").expect("reads").expect("present")["v"], 1);
+    assert!(store.get("core/pods/default/z").expect("reads").is_none());
+    assert_eq!(store.resource_version(), 1);
+    assert_eq!(put(&store, "core/pods/default/b", 2).await["metadata"]["resourceVersion"], "2");
+}
+
+#[tokio::test]
+async fn list_pages_with_prefix_filter_and_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    for (key, v) in [("core/pods/a/1", 1), ("core/pods/a/2", 2), ("core/pods/a/3", 3), ("core/pods/b/1", 4)] {
+        put(&store, key, v).await;
+    }
+    let all = store.list("core/pods/", None, 0, &|_| true).expect("lists");
+    assert_eq!(all.items.len(), 4);
+    assert_eq!(all.resource_version, 4);
+    let first = store.list("core/pods/a/", None, 2, &|_| true).expect("lists");
+    assert_eq!(first.items.len(), 2);
+    let after = first.continue_after.expect("more to come");
+    let second = store.list("core/pods/a/", Some(&after), 2, &|_| true).expect("lists");
+    assert_eq!(second.items.len(), 1);
+    assert!(second.continue_after.is_none());
+    let odd = store.list("core/pods/", None, 0, &|o| o["v"].as_i64().is_some_and(|v| v % 2 == 1)).expect("lists");
+    assert_eq!(odd.items.len(), 2);
+}
+
+#[tokio::test]
+async fn events_come_from_ring_then_log_then_expire() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    for i in 0..8 {
+        put(&store, "core/configmaps/default/x", i).await;
+    }
+    // Ring holds 2 events, the log 5 (rv 4..=8).
+    assert_eq!(store.events_after(6).expect("from ring").len(), 2);
+    let from_log = store.events_after(3).expect("from log");
+    assert_eq!(from_log.iter().map(|e| e.resource_version).collect::<Vec<_>>(), vec![4, 5, 6, 7, 8]);
+    assert_eq!(from_log[0].kind, EventType::Modified);
+    assert!(matches!(store.events_after(1), Err(StoreError::Expired { .. })));
+    assert!(store.events_after(8).expect("nothing new").is_empty());
+}
+
+#[tokio::test]
+async fn delete_emits_event_with_deletion_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    put(&store, "core/pods/default/a", 1).await;
+    let deleted = store.transact(|txn| txn.delete("core/pods/default/a")).await.expect("works").expect("deletes");
+    assert_eq!(deleted.expect("existed")["metadata"]["resourceVersion"], "2");
+    let events = store.events_after(1).expect("events");
+    assert_eq!(events[0].kind, EventType::Deleted);
+    assert!(store.get("core/pods/default/a").expect("reads").is_none());
+}
+
+#[tokio::test]
+async fn reopen_keeps_data_and_resource_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(&dir);
+        put(&store, "core/pods/default/a", 1).await;
+        put(&store, "core/pods/default/b", 2).await;
+    }
+    // The writer thread of the first handle ends when its channel closes; give it a moment.
+    let store = loop {
+        match Store::open(&dir.path().join("store.redb"), Options::default()) {
+            Ok(store) => break store,
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+        }
+    };
+    assert_eq!(store.resource_version(), 2);
+    assert_eq!(store.events_after(0).expect("log survives restart").len(), 2);
+    assert_eq!(put(&store, "core/pods/default/c", 3).await["metadata"]["resourceVersion"], "3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_are_group_committed_without_loss() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let key = format!("core/pods/default/p{i}");
+            store.transact(move |txn| txn.put(&key, json!({"metadata": {}}))).await
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task").expect("store").expect("put");
+    }
+    assert_eq!(store.resource_version(), 50);
+    assert_eq!(store.list("core/pods/", None, 0, &|_| true).expect("lists").items.len(), 50);
+}
