@@ -185,10 +185,8 @@ pub fn image_tag(image: &str) -> Option<&str> {
 
 /// The QoS class (`Guaranteed`, `Burstable`, `BestEffort`) of a pod spec.
 pub fn qos_class(spec: &Value) -> &'static str {
-    let containers: Vec<&Value> = ["initContainers", "containers"]
-        .iter()
-        .flat_map(|k| spec[*k].as_array().into_iter().flatten())
-        .collect();
+    let containers: Vec<&Value> =
+        ["initContainers", "containers"].iter().flat_map(|k| spec[*k].as_array().into_iter().flatten()).collect();
     let has = |c: &Value, part: &str| c["resources"][part].as_object().is_some_and(|m| !m.is_empty());
     if containers.iter().all(|c| !has(c, "requests") && !has(c, "limits")) {
         return "BestEffort";
@@ -232,7 +230,8 @@ mod tests {
 
     #[test]
     fn pod_defaults_fill_what_describe_prints() {
-        let mut pod = json!({"spec": {"containers": [{"name": "c", "image": "busybox", "ports": [{"containerPort": 80}]}]}});
+        let mut pod =
+            json!({"spec": {"containers": [{"name": "c", "image": "busybox", "ports": [{"containerPort": 80}]}]}});
         apply_defaults("Pod", &mut pod);
         assert_eq!(pod["spec"]["restartPolicy"], "Always");
         assert_eq!(pod["spec"]["containers"][0]["imagePullPolicy"], "Always");

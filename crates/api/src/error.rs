@@ -56,6 +56,13 @@ pub struct ApiError {
     pub code: u16,
     pub reason: &'static str,
     pub message: String,
+    /// `details` of the Status, boxed: errors travel through every `Result` of the request path.
+    pub details: Box<Details>,
+}
+
+/// The `details` of a `Status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Details {
     pub name: Option<String>,
     pub group: Option<String>,
     /// `details.kind`: the plural resource for most errors, the Kind for 422.
@@ -67,23 +74,22 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(code: u16, reason: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            code,
-            reason,
-            message: message.into(),
-            name: None,
-            group: None,
-            kind: None,
-            causes: Vec::new(),
-            retry_after: None,
-        }
+        ApiError { code, reason, message: message.into(), details: Box::default() }
     }
 
     fn with_details(mut self, group: &str, kind: &str, name: &str) -> ApiError {
-        self.group = Some(group.to_string());
-        self.kind = Some(kind.to_string());
-        self.name = Some(name.to_string());
+        self.details.group = Some(group.to_string());
+        self.details.kind = Some(kind.to_string());
+        self.details.name = Some(name.to_string());
         self
+    }
+
+    pub fn causes(&self) -> &[Cause] {
+        &self.details.causes
+    }
+
+    pub fn retry_after(&self) -> Option<u32> {
+        self.details.retry_after
     }
 
     /// `pods "x" not found`; `qualified` is `pods` or `deployments.apps`.
@@ -114,7 +120,7 @@ impl ApiError {
     /// A 409 Conflict with a free-form message (server-side apply field conflicts).
     pub fn conflict_with(group: &str, plural: &str, name: &str, message: String, causes: Vec<Cause>) -> ApiError {
         let mut err = ApiError::new(409, "Conflict", message).with_details(group, plural, name);
-        err.causes = causes;
+        err.details.causes = causes;
         err
     }
 
@@ -127,7 +133,7 @@ impl ApiError {
         let summary = if summary.len() == 1 { summary.join("") } else { format!("[{}]", summary.join(", ")) };
         let mut err = ApiError::new(422, "Invalid", format!("{kind} {name:?} is invalid: {summary}"))
             .with_details(group, kind, name);
-        err.causes = causes;
+        err.details.causes = causes;
         err
     }
 
@@ -170,7 +176,7 @@ impl ApiError {
 
     pub fn unavailable(message: impl Into<String>) -> ApiError {
         let mut err = ApiError::new(503, "ServiceUnavailable", message);
-        err.retry_after = Some(1);
+        err.details.retry_after = Some(1);
         err
     }
 
@@ -192,26 +198,22 @@ impl ApiError {
             "code": self.code,
         });
         let mut details = serde_json::Map::new();
-        if let Some(name) = &self.name {
+        let d = &self.details;
+        if let Some(name) = &d.name {
             details.insert("name".into(), json!(name));
         }
-        if let Some(group) = &self.group {
-            if !group.is_empty() {
-                details.insert("group".into(), json!(group));
-            }
+        if let Some(group) = d.group.as_ref().filter(|g| !g.is_empty()) {
+            details.insert("group".into(), json!(group));
         }
-        if let Some(kind) = &self.kind {
+        if let Some(kind) = &d.kind {
             details.insert("kind".into(), json!(kind));
         }
-        if !self.causes.is_empty() {
-            let causes: Vec<Value> = self
-                .causes
-                .iter()
-                .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
-                .collect();
+        if !d.causes.is_empty() {
+            let causes: Vec<Value> =
+                d.causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect();
             details.insert("causes".into(), Value::Array(causes));
         }
-        if let Some(seconds) = self.retry_after {
+        if let Some(seconds) = d.retry_after {
             details.insert("retryAfterSeconds".into(), json!(seconds));
         }
         if !details.is_empty() {

@@ -8,6 +8,11 @@ pub fn now_rfc3339() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+/// A Unix time in seconds as RFC 3339 (`deletionTimestamp` in the future for graceful deletion).
+pub fn format_unix(seconds: i64) -> String {
+    DateTime::<Utc>::from_timestamp(seconds, 0).unwrap_or_default().to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
 /// Now with microseconds, for `MicroTime` fields (Lease renewTime, Event eventTime).
 pub fn now_micro_rfc3339() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
@@ -43,7 +48,8 @@ pub fn dns_subdomain_error(name: &str) -> Option<String> {
 pub fn dns_label_error(name: &str) -> Option<String> {
     let bytes = name.as_bytes();
     let ok_inner = bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
-    let ok_ends = bytes.first().is_some_and(u8::is_ascii_alphanumeric) && bytes.last().is_some_and(u8::is_ascii_alphanumeric);
+    let ok_ends =
+        bytes.first().is_some_and(u8::is_ascii_alphanumeric) && bytes.last().is_some_and(u8::is_ascii_alphanumeric);
     if name.len() > 63 {
         Some("must be no more than 63 characters".into())
     } else if !ok_inner || !ok_ends {
@@ -71,7 +77,8 @@ pub fn qualified_name_error(key: &str) -> Option<String> {
     }
     let bytes = name.as_bytes();
     let ok_chars = bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    let ok_ends = bytes.first().is_some_and(u8::is_ascii_alphanumeric) && bytes.last().is_some_and(u8::is_ascii_alphanumeric);
+    let ok_ends =
+        bytes.first().is_some_and(u8::is_ascii_alphanumeric) && bytes.last().is_some_and(u8::is_ascii_alphanumeric);
     if name.is_empty() || name.len() > 63 || !ok_chars || !ok_ends {
         return Some(
             "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end \
@@ -89,7 +96,8 @@ pub fn label_value_error(value: &str) -> Option<String> {
     }
     let bytes = value.as_bytes();
     let ok_chars = bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    let ok_ends = bytes.first().is_some_and(u8::is_ascii_alphanumeric) && bytes.last().is_some_and(u8::is_ascii_alphanumeric);
+    let ok_ends =
+        bytes.first().is_some_and(u8::is_ascii_alphanumeric) && bytes.last().is_some_and(u8::is_ascii_alphanumeric);
     if value.len() > 63 || !ok_chars || !ok_ends {
         Some("a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character".into())
     } else {

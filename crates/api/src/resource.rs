@@ -167,7 +167,8 @@ impl Registry {
         let mut types = builtin_types();
         for crd in crds {
             for rt in types_from_crd(crd) {
-                let clash = types.iter().any(|t| t.group == rt.group && t.plural == rt.plural && t.version == rt.version);
+                let clash =
+                    types.iter().any(|t| t.group == rt.group && t.plural == rt.plural && t.version == rt.version);
                 if !clash {
                     types.push(rt);
                 }
@@ -208,12 +209,8 @@ impl Registry {
     /// Every non-core group, built-in groups first, then custom groups in name order.
     pub fn groups(&self) -> Vec<String> {
         let mut groups: Vec<String> = BUILTIN_GROUPS.iter().map(|(g, _)| g.to_string()).collect();
-        let mut custom: Vec<String> = self
-            .types
-            .iter()
-            .filter(|t| t.custom && !groups.contains(&t.group))
-            .map(|t| t.group.clone())
-            .collect();
+        let mut custom: Vec<String> =
+            self.types.iter().filter(|t| t.custom && !groups.contains(&t.group)).map(|t| t.group.clone()).collect();
         custom.sort();
         custom.dedup();
         groups.extend(custom);
@@ -290,7 +287,11 @@ pub fn types_from_crd(crd: &Value) -> Vec<ResourceType> {
                 scope,
                 short_names: strings(&spec["names"]["shortNames"]),
                 categories: strings(&spec["names"]["categories"]),
-                subresources: Subresources { status: sub.get("status").is_some(), scale: sub.get("scale").is_some(), log: false },
+                subresources: Subresources {
+                    status: sub.get("status").is_some(),
+                    scale: sub.get("scale").is_some(),
+                    log: false,
+                },
                 verbs: ALL_VERBS.to_vec(),
                 schema: v["schema"].get("openAPIV3Schema").cloned().map(Arc::new),
                 printer_columns: v["additionalPrinterColumns"].as_array().cloned().unwrap_or_default(),

@@ -133,10 +133,15 @@ fn walk_inner<'a>(
             true
         };
         if !ok {
-            let expected = if int_or_string { "integer or string" } else { declared.unwrap_or("one of the allowed types") };
+            let expected =
+                if int_or_string { "integer or string" } else { declared.unwrap_or("one of the allowed types") };
             findings.causes.push(Cause {
                 reason: "FieldValueTypeInvalid",
-                message: format!("Invalid value: {:?}: {path} in body must be of type {expected}: {:?}", type_name(value), type_name(value)),
+                message: format!(
+                    "Invalid value: {:?}: {path} in body must be of type {expected}: {:?}",
+                    type_name(value),
+                    type_name(value)
+                ),
                 field: path.to_string(),
             });
             return;
@@ -151,7 +156,9 @@ fn walk_inner<'a>(
             let embedded = schema.get("x-kubernetes-embedded-resource").and_then(Value::as_bool) == Some(true);
             walk_object(map, properties, additional, embedded, preserve, path, resolve, options, findings, depth);
             if options.check_types {
-                for req in schema.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+                for req in
+                    schema.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str)
+                {
                     if map.get(req).is_none_or(Value::is_null) {
                         findings.causes.push(Cause::required(child(path, req)));
                     }
@@ -306,7 +313,8 @@ mod tests {
     fn walk_follows_refs() {
         let defs = json!({"Inner": {"type": "object", "properties": {"a": {"type": "string"}}}});
         let resolve = |r: &str| defs.get(r.trim_start_matches("#/components/schemas/"));
-        let schema = json!({"type": "object", "properties": {"inner": {"allOf": [{"$ref": "#/components/schemas/Inner"}]}}});
+        let schema =
+            json!({"type": "object", "properties": {"inner": {"allOf": [{"$ref": "#/components/schemas/Inner"}]}}});
         let mut obj = json!({"inner": {"a": "x", "b": "y"}});
         let findings = walk(&schema, &mut obj, "", &resolve, Walk::default());
         assert_eq!(findings.unknown_fields, vec!["inner.b"]);

@@ -51,7 +51,8 @@ impl LabelSelector {
             }
         }
         for expr in obj["matchExpressions"].as_array().into_iter().flatten() {
-            let key = expr["key"].as_str().ok_or_else(|| SelectorError("matchExpressions[].key missing".into()))?.to_string();
+            let key =
+                expr["key"].as_str().ok_or_else(|| SelectorError("matchExpressions[].key missing".into()))?.to_string();
             let values: Vec<String> =
                 expr["values"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect();
             let req = match expr["operator"].as_str() {
@@ -126,7 +127,8 @@ fn parse_requirement(part: &str) -> Result<LabelRequirement, SelectorError> {
                 .strip_prefix('(')
                 .and_then(|r| r.strip_suffix(')'))
                 .ok_or_else(|| SelectorError(format!("{part:?}: expected a (value, …) set")))?;
-            let values: Vec<String> = inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect();
+            let values: Vec<String> =
+                inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect();
             let key = valid_key(key.trim(), part)?;
             return Ok(if is_in { LabelRequirement::In(key, values) } else { LabelRequirement::NotIn(key, values) });
         }

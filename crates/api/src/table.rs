@@ -19,27 +19,68 @@ pub fn columns(rt: &ResourceType) -> Vec<Value> {
     let i = |name: &str, p: u8| column(name, "integer", p, name);
     match (rt.custom, rt.kind.as_str()) {
         (false, "Pod") => vec![
-            s("Name", 0), s("Ready", 0), s("Status", 0), i("Restarts", 0), s("Age", 0), s("IP", 1), s("Node", 1),
-            s("Nominated Node", 1), s("Readiness Gates", 1),
+            s("Name", 0),
+            s("Ready", 0),
+            s("Status", 0),
+            i("Restarts", 0),
+            s("Age", 0),
+            s("IP", 1),
+            s("Node", 1),
+            s("Nominated Node", 1),
+            s("Readiness Gates", 1),
         ],
         (false, "Node") => vec![
-            s("Name", 0), s("Status", 0), s("Roles", 0), s("Age", 0), s("Version", 0), s("Internal-IP", 1),
-            s("External-IP", 1), s("OS-Image", 1), s("Kernel-Version", 1), s("Container-Runtime", 1),
+            s("Name", 0),
+            s("Status", 0),
+            s("Roles", 0),
+            s("Age", 0),
+            s("Version", 0),
+            s("Internal-IP", 1),
+            s("External-IP", 1),
+            s("OS-Image", 1),
+            s("Kernel-Version", 1),
+            s("Container-Runtime", 1),
         ],
         (false, "Deployment") => vec![
-            s("Name", 0), s("Ready", 0), i("Up-to-date", 0), i("Available", 0), s("Age", 0), s("Containers", 1),
-            s("Images", 1), s("Selector", 1),
+            s("Name", 0),
+            s("Ready", 0),
+            i("Up-to-date", 0),
+            i("Available", 0),
+            s("Age", 0),
+            s("Containers", 1),
+            s("Images", 1),
+            s("Selector", 1),
         ],
         (false, "ReplicaSet") => vec![
-            s("Name", 0), i("Desired", 0), i("Current", 0), i("Ready", 0), s("Age", 0), s("Containers", 1),
-            s("Images", 1), s("Selector", 1),
+            s("Name", 0),
+            i("Desired", 0),
+            i("Current", 0),
+            i("Ready", 0),
+            s("Age", 0),
+            s("Containers", 1),
+            s("Images", 1),
+            s("Selector", 1),
         ],
         (false, "DaemonSet") => vec![
-            s("Name", 0), i("Desired", 0), i("Current", 0), i("Ready", 0), i("Up-to-date", 0), i("Available", 0),
-            s("Node Selector", 0), s("Age", 0), s("Containers", 1), s("Images", 1), s("Selector", 1),
+            s("Name", 0),
+            i("Desired", 0),
+            i("Current", 0),
+            i("Ready", 0),
+            i("Up-to-date", 0),
+            i("Available", 0),
+            s("Node Selector", 0),
+            s("Age", 0),
+            s("Containers", 1),
+            s("Images", 1),
+            s("Selector", 1),
         ],
         (false, "Service") => vec![
-            s("Name", 0), s("Type", 0), s("Cluster-IP", 0), s("External-IP", 0), s("Port(s)", 0), s("Age", 0),
+            s("Name", 0),
+            s("Type", 0),
+            s("Cluster-IP", 0),
+            s("External-IP", 0),
+            s("Port(s)", 0),
+            s("Age", 0),
             s("Selector", 1),
         ],
         (false, "Namespace") => vec![s("Name", 0), s("Status", 0), s("Age", 0)],
@@ -47,8 +88,16 @@ pub fn columns(rt: &ResourceType) -> Vec<Value> {
         (false, "Secret") => vec![s("Name", 0), s("Type", 0), i("Data", 0), s("Age", 0)],
         (false, "ServiceAccount") => vec![s("Name", 0), i("Secrets", 0), s("Age", 0)],
         (false, "Event") => vec![
-            s("Last Seen", 0), s("Type", 0), s("Reason", 0), s("Object", 0), s("Subobject", 1), s("Source", 1),
-            s("Message", 0), s("First Seen", 1), i("Count", 1), s("Name", 1),
+            s("Last Seen", 0),
+            s("Type", 0),
+            s("Reason", 0),
+            s("Object", 0),
+            s("Subobject", 1),
+            s("Source", 1),
+            s("Message", 0),
+            s("First Seen", 1),
+            i("Count", 1),
+            s("Name", 1),
         ],
         (false, "Lease") => vec![s("Name", 0), s("Holder", 0), s("Age", 0)],
         (false, "CustomResourceDefinition") => vec![s("Name", 0), s("Created At", 0)],
@@ -84,7 +133,11 @@ pub fn cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
             let (containers, images) = containers_and_images(&spec["template"]["spec"]);
             vec![
                 name,
-                json!(format!("{}/{}", status["readyReplicas"].as_i64().unwrap_or(0), spec["replicas"].as_i64().unwrap_or(0))),
+                json!(format!(
+                    "{}/{}",
+                    status["readyReplicas"].as_i64().unwrap_or(0),
+                    spec["replicas"].as_i64().unwrap_or(0)
+                )),
                 num(&status["updatedReplicas"]),
                 num(&status["availableReplicas"]),
                 json!(created),
@@ -110,7 +163,9 @@ pub fn cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
             let (containers, images) = containers_and_images(&spec["template"]["spec"]);
             let node_selector = spec["template"]["spec"]["nodeSelector"]
                 .as_object()
-                .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
+                .map(|m| {
+                    m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(",")
+                })
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| "<none>".into());
             vec![
@@ -143,7 +198,9 @@ pub fn cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
                 .collect();
             let selector = spec["selector"]
                 .as_object()
-                .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
+                .map(|m| {
+                    m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(",")
+                })
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| "<none>".into());
             vec![
@@ -158,11 +215,17 @@ pub fn cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
         }
         (false, "Namespace") => vec![name, json!(status["phase"].as_str().unwrap_or("Active")), json!(created)],
         (false, "ConfigMap") => {
-            let count = obj["data"].as_object().map_or(0, |m| m.len()) + obj["binaryData"].as_object().map_or(0, |m| m.len());
+            let count =
+                obj["data"].as_object().map_or(0, |m| m.len()) + obj["binaryData"].as_object().map_or(0, |m| m.len());
             vec![name, json!(count), json!(created)]
         }
         (false, "Secret") => {
-            vec![name, json!(obj["type"].as_str().unwrap_or("Opaque")), json!(obj["data"].as_object().map_or(0, |m| m.len())), json!(created)]
+            vec![
+                name,
+                json!(obj["type"].as_str().unwrap_or("Opaque")),
+                json!(obj["data"].as_object().map_or(0, |m| m.len())),
+                json!(created),
+            ]
         }
         (false, "ServiceAccount") => vec![name, json!(obj["secrets"].as_array().map_or(0, Vec::len)), json!(created)],
         (false, "Event") => event_cells(obj),

@@ -92,11 +92,7 @@ pub fn validate(kind: &str, obj: &Value) -> Vec<Cause> {
                 }
             }
         }
-        "Event" => {
-            if !obj["involvedObject"].is_object() {
-                causes.push(Cause::required("involvedObject"));
-            }
-        }
+        "Event" if !obj["involvedObject"].is_object() => causes.push(Cause::required("involvedObject")),
         "CustomResourceDefinition" => validate_crd(obj, &mut causes),
         _ => {}
     }
@@ -107,20 +103,18 @@ pub fn validate(kind: &str, obj: &Value) -> Vec<Cause> {
 pub fn validate_update(kind: &str, old: &Value, new: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
     match kind {
-        "Deployment" | "ReplicaSet" | "DaemonSet" => {
-            if !old["spec"]["selector"].is_null() && old["spec"]["selector"] != new["spec"]["selector"] {
-                causes.push(Cause::invalid("spec.selector", &new["spec"]["selector"], "field is immutable"));
-            }
+        "Deployment" | "ReplicaSet" | "DaemonSet"
+            if !old["spec"]["selector"].is_null() && old["spec"]["selector"] != new["spec"]["selector"] =>
+        {
+            causes.push(Cause::invalid("spec.selector", &new["spec"]["selector"], "field is immutable"));
         }
-        "Pod" => {
-            if mutable_pod_spec_view(&old["spec"]) != mutable_pod_spec_view(&new["spec"]) {
-                causes.push(Cause::forbidden(
-                    "spec",
-                    "pod updates may not change fields other than `spec.containers[*].image`, \
+        "Pod" if mutable_pod_spec_view(&old["spec"]) != mutable_pod_spec_view(&new["spec"]) => {
+            causes.push(Cause::forbidden(
+                "spec",
+                "pod updates may not change fields other than `spec.containers[*].image`, \
                      `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` \
                      (only additions to existing tolerations) or `spec.terminationGracePeriodSeconds`",
-                ));
-            }
+            ));
         }
         "CustomResourceDefinition" => {
             for field in ["group", "scope"] {
@@ -129,10 +123,8 @@ pub fn validate_update(kind: &str, old: &Value, new: &Value) -> Vec<Cause> {
                 }
             }
         }
-        "Namespace" | "Service" | "ConfigMap" | "Secret" => {
-            if kind == "Secret" && old["immutable"] == Value::Bool(true) && old["data"] != new["data"] {
-                causes.push(Cause::forbidden("data", "field is immutable when `immutable` is set"));
-            }
+        "Secret" | "ConfigMap" if old["immutable"] == Value::Bool(true) && old["data"] != new["data"] => {
+            causes.push(Cause::forbidden("data", "field is immutable when `immutable` is set"));
         }
         _ => {}
     }
@@ -162,7 +154,9 @@ fn mutable_pod_spec_view(spec: &Value) -> Value {
 }
 
 fn valid_config_key(key: &str) -> bool {
-    !key.is_empty() && key.len() <= 253 && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    !key.is_empty()
+        && key.len() <= 253
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// Pod spec checks; `path` is where the spec sits (`spec` or `spec.template.spec`).
@@ -192,7 +186,11 @@ pub fn validate_pod_spec(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
         }
         if let Some(host) = volume.get("hostPath") {
             if host["path"].as_str().is_none_or(|p| !p.starts_with('/')) {
-                causes.push(Cause::invalid(format!("{path}.volumes[{i}].hostPath.path"), &host["path"], "must be an absolute path"));
+                causes.push(Cause::invalid(
+                    format!("{path}.volumes[{i}].hostPath.path"),
+                    &host["path"],
+                    "must be an absolute path",
+                ));
             }
         }
     }
@@ -313,7 +311,11 @@ fn validate_workload(kind: &str, obj: &Value, causes: &mut Vec<Cause>) {
 fn validate_service(spec: &Value, causes: &mut Vec<Cause>) {
     let kind = spec["type"].as_str().unwrap_or("ClusterIP");
     if !matches!(kind, "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName") {
-        causes.push(Cause::unsupported("spec.type", &spec["type"], &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"]));
+        causes.push(Cause::unsupported(
+            "spec.type",
+            &spec["type"],
+            &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"],
+        ));
     }
     let headless = spec["clusterIP"].as_str() == Some("None");
     let ports = spec["ports"].as_array();
@@ -322,7 +324,11 @@ fn validate_service(spec: &Value, causes: &mut Vec<Cause>) {
     }
     for (i, port) in ports.into_iter().flatten().enumerate() {
         if port["port"].as_i64().is_none_or(|n| !(1..=65535).contains(&n)) {
-            causes.push(Cause::invalid(format!("spec.ports[{i}].port"), &port["port"], "must be between 1 and 65535, inclusive"));
+            causes.push(Cause::invalid(
+                format!("spec.ports[{i}].port"),
+                &port["port"],
+                "must be between 1 and 65535, inclusive",
+            ));
         }
     }
 }
@@ -344,7 +350,11 @@ fn validate_crd(obj: &Value, causes: &mut Vec<Cause>) {
     }
     let name = obj["metadata"]["name"].as_str().unwrap_or("");
     if !group.is_empty() && !plural.is_empty() && name != format!("{plural}.{group}") {
-        causes.push(Cause::invalid("metadata.name", &obj["metadata"]["name"], format!("must be spec.names.plural+\".\"+spec.group")));
+        causes.push(Cause::invalid(
+            "metadata.name",
+            &obj["metadata"]["name"],
+            "must be spec.names.plural+\".\"+spec.group",
+        ));
     }
     if !matches!(spec["scope"].as_str(), Some("Namespaced" | "Cluster")) {
         causes.push(Cause::unsupported("spec.scope", &spec["scope"], &["Cluster", "Namespaced"]));
@@ -355,7 +365,11 @@ fn validate_crd(obj: &Value, causes: &mut Vec<Cause>) {
         Some(versions) => {
             let storage = versions.iter().filter(|v| v["storage"].as_bool() == Some(true)).count();
             if storage != 1 {
-                causes.push(Cause::invalid("spec.versions", &Value::from(storage), "must have exactly one version marked as storage version"));
+                causes.push(Cause::invalid(
+                    "spec.versions",
+                    &Value::from(storage),
+                    "must have exactly one version marked as storage version",
+                ));
             }
             for (i, v) in versions.iter().enumerate() {
                 if v["name"].as_str().is_none_or(str::is_empty) {

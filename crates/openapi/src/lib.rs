@@ -70,18 +70,8 @@ fn decompress(doc: &Document) -> Vec<u8> {
     // here means a corrupted build rather than bad input.
     ruzstd::decoding::FrameDecoder::new()
         .decode_all_to_vec(doc.zst, &mut out)
-        .unwrap_or_else(|e| {
-            panic!(
-                "embedded OpenAPI document '{}' does not decode: {e}",
-                doc.path
-            )
-        });
-    assert_eq!(
-        out.len(),
-        doc.len,
-        "embedded OpenAPI document '{}' has the wrong length",
-        doc.path
-    );
+        .unwrap_or_else(|e| panic!("embedded OpenAPI document '{}' does not decode: {e}", doc.path));
+    assert_eq!(out.len(), doc.len, "embedded OpenAPI document '{}' has the wrong length", doc.path);
     out
 }
 
@@ -152,13 +142,7 @@ mod tests {
             assert_eq!(doc["openapi"], "3.0.0", "{path}");
             assert_eq!(doc["info"]["title"], "Kubernetes", "{path}");
             assert!(doc["paths"].is_object(), "{path}");
-            assert!(
-                !doc["components"]["schemas"]
-                    .as_object()
-                    .expect("schemas")
-                    .is_empty(),
-                "{path}"
-            );
+            assert!(!doc["components"]["schemas"].as_object().expect("schemas").is_empty(), "{path}");
         }
     }
 
@@ -170,14 +154,7 @@ mod tests {
 
     #[test]
     fn document_unknown_group_version_is_none() {
-        for path in [
-            "",
-            "api",
-            "api/v2",
-            "apis/batch/v1",
-            "apis/apps/v1beta1",
-            "apis/apps/v1/",
-        ] {
+        for path in ["", "api", "api/v2", "apis/batch/v1", "apis/apps/v1beta1", "apis/apps/v1/"] {
             assert_eq!(document(path), None, "'{path}'");
             assert_eq!(hash(path), None, "'{path}'");
         }
@@ -186,10 +163,8 @@ mod tests {
     #[test]
     fn hash_is_the_sha512_of_the_document() {
         for path in group_versions() {
-            let expected: String = Sha512::digest(document(path).expect("document"))
-                .iter()
-                .map(|b| format!("{b:02X}"))
-                .collect();
+            let expected: String =
+                Sha512::digest(document(path).expect("document")).iter().map(|b| format!("{b:02X}")).collect();
             assert_eq!(hash(path), Some(expected.as_str()), "{path}");
         }
     }
@@ -202,13 +177,10 @@ mod tests {
             collect_refs(&doc, &mut refs);
             assert!(!refs.is_empty(), "{path}");
             for target in refs {
-                let name = target.strip_prefix(SCHEMA_REF).unwrap_or_else(|| {
-                    panic!("{path}: '{target}' is not a components/schemas ref")
-                });
-                assert!(
-                    schema(&doc, name).is_object(),
-                    "{path}: '{target}' does not resolve"
-                );
+                let name = target
+                    .strip_prefix(SCHEMA_REF)
+                    .unwrap_or_else(|| panic!("{path}: '{target}' is not a components/schemas ref"));
+                assert!(schema(&doc, name).is_object(), "{path}: '{target}' does not resolve");
             }
         }
     }
@@ -217,27 +189,16 @@ mod tests {
     fn pod_schema_has_group_version_kind_and_upstream_extensions() {
         let doc = parsed("api/v1");
         let pod = schema(&doc, "io.k8s.api.core.v1.Pod");
-        assert_eq!(
-            pod["x-kubernetes-group-version-kind"],
-            serde_json::json!([gvk("", "v1", "Pod")])
-        );
-        assert!(pod["description"]
-            .as_str()
-            .is_some_and(|d| d.starts_with("Pod is a collection of containers")));
-        assert_eq!(
-            pod["properties"]["spec"]["allOf"][0]["$ref"],
-            "#/components/schemas/io.k8s.api.core.v1.PodSpec"
-        );
+        assert_eq!(pod["x-kubernetes-group-version-kind"], serde_json::json!([gvk("", "v1", "Pod")]));
+        assert!(pod["description"].as_str().is_some_and(|d| d.starts_with("Pod is a collection of containers")));
+        assert_eq!(pod["properties"]["spec"]["allOf"][0]["$ref"], "#/components/schemas/io.k8s.api.core.v1.PodSpec");
 
         let containers = &schema(&doc, "io.k8s.api.core.v1.PodSpec")["properties"]["containers"];
         assert_eq!(containers["type"], "array");
         assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
         assert_eq!(containers["x-kubernetes-patch-strategy"], "merge");
         assert_eq!(containers["x-kubernetes-list-type"], "map");
-        assert_eq!(
-            schema(&doc, "io.k8s.api.core.v1.Container")["required"],
-            serde_json::json!(["name"])
-        );
+        assert_eq!(schema(&doc, "io.k8s.api.core.v1.Container")["required"], serde_json::json!(["name"]));
     }
 
     #[test]
@@ -247,54 +208,18 @@ mod tests {
                 "api/v1",
                 "",
                 "v1",
-                &[
-                    "Namespace",
-                    "Node",
-                    "Pod",
-                    "ConfigMap",
-                    "Secret",
-                    "Event",
-                    "Service",
-                    "ServiceAccount",
-                    "PodList",
-                ],
+                &["Namespace", "Node", "Pod", "ConfigMap", "Secret", "Event", "Service", "ServiceAccount", "PodList"],
             ),
-            (
-                "apis/apps/v1",
-                "apps",
-                "v1",
-                &["Deployment", "ReplicaSet", "DaemonSet", "DeploymentList"],
-            ),
-            (
-                "apis/coordination.k8s.io/v1",
-                "coordination.k8s.io",
-                "v1",
-                &["Lease", "LeaseList"],
-            ),
-            (
-                "apis/apiextensions.k8s.io/v1",
-                "apiextensions.k8s.io",
-                "v1",
-                &["CustomResourceDefinition"],
-            ),
+            ("apis/apps/v1", "apps", "v1", &["Deployment", "ReplicaSet", "DaemonSet", "DeploymentList"]),
+            ("apis/coordination.k8s.io/v1", "coordination.k8s.io", "v1", &["Lease", "LeaseList"]),
+            ("apis/apiextensions.k8s.io/v1", "apiextensions.k8s.io", "v1", &["CustomResourceDefinition"]),
             ("apis/autoscaling/v1", "autoscaling", "v1", &["Scale"]),
-            (
-                "apis/authorization.k8s.io/v1",
-                "authorization.k8s.io",
-                "v1",
-                &["SelfSubjectAccessReview"],
-            ),
+            ("apis/authorization.k8s.io/v1", "authorization.k8s.io", "v1", &["SelfSubjectAccessReview"]),
             (
                 "apis/rbac.authorization.k8s.io/v1",
                 "rbac.authorization.k8s.io",
                 "v1",
-                &[
-                    "Role",
-                    "ClusterRole",
-                    "RoleBinding",
-                    "ClusterRoleBinding",
-                    "RoleList",
-                ],
+                &["Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding", "RoleList"],
             ),
         ];
         for (path, group, version, names) in kinds {
@@ -303,9 +228,7 @@ mod tests {
             for kind in *names {
                 let want = gvk(group, version, kind);
                 let found = schemas.values().filter(|s| {
-                    s["x-kubernetes-group-version-kind"]
-                        .as_array()
-                        .is_some_and(|list| list.contains(&want))
+                    s["x-kubernetes-group-version-kind"].as_array().is_some_and(|list| list.contains(&want))
                 });
                 assert_eq!(found.count(), 1, "{path}: one schema for {kind}");
             }
@@ -321,14 +244,8 @@ mod tests {
                     continue;
                 };
                 let params = patch["parameters"].as_array().expect("inline parameters");
-                assert!(
-                    params.iter().any(|p| p["name"] == "fieldValidation"),
-                    "{path}: PATCH {route}"
-                );
-                assert!(
-                    patch["x-kubernetes-group-version-kind"]["kind"].is_string(),
-                    "{path}: PATCH {route}"
-                );
+                assert!(params.iter().any(|p| p["name"] == "fieldValidation"), "{path}: PATCH {route}");
+                assert!(patch["x-kubernetes-group-version-kind"]["kind"].is_string(), "{path}: PATCH {route}");
             }
         }
     }
@@ -336,16 +253,8 @@ mod tests {
     #[test]
     fn patch_operations_exist_for_each_mutable_kind() {
         let cases = [
-            (
-                "api/v1",
-                "/api/v1/namespaces/{namespace}/pods/{name}",
-                gvk("", "v1", "Pod"),
-            ),
-            (
-                "api/v1",
-                "/api/v1/namespaces/{name}",
-                gvk("", "v1", "Namespace"),
-            ),
+            ("api/v1", "/api/v1/namespaces/{namespace}/pods/{name}", gvk("", "v1", "Pod")),
+            ("api/v1", "/api/v1/namespaces/{name}", gvk("", "v1", "Namespace")),
             (
                 "apis/apps/v1",
                 "/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
@@ -369,10 +278,7 @@ mod tests {
         ];
         for (path, route, want) in cases {
             let doc = parsed(path);
-            assert_eq!(
-                doc["paths"][route]["patch"]["x-kubernetes-group-version-kind"], want,
-                "{path}: {route}"
-            );
+            assert_eq!(doc["paths"][route]["patch"]["x-kubernetes-group-version-kind"], want, "{path}: {route}");
         }
     }
 
@@ -381,18 +287,10 @@ mod tests {
         let doc = parsed("apis/apps/v1");
         let int_or_string = schema(&doc, "io.k8s.apimachinery.pkg.util.intstr.IntOrString");
         assert_eq!(int_or_string["format"], "int-or-string");
-        assert_eq!(
-            int_or_string["oneOf"],
-            serde_json::json!([{"type": "integer"}, {"type": "string"}])
-        );
+        assert_eq!(int_or_string["oneOf"], serde_json::json!([{"type": "integer"}, {"type": "string"}]));
         let quantity = schema(&doc, "io.k8s.apimachinery.pkg.api.resource.Quantity");
-        assert_eq!(
-            quantity["oneOf"],
-            serde_json::json!([{"type": "string"}, {"type": "number"}])
-        );
-        assert!(quantity["description"]
-            .as_str()
-            .is_some_and(|d| d.starts_with("Quantity is")));
+        assert_eq!(quantity["oneOf"], serde_json::json!([{"type": "string"}, {"type": "number"}]));
+        assert!(quantity["description"].as_str().is_some_and(|d| d.starts_with("Quantity is")));
     }
 
     #[test]
@@ -402,10 +300,7 @@ mod tests {
             let bytes = document(path).expect("document");
             let text = std::str::from_utf8(&bytes).expect("UTF-8");
             assert!(!text.contains("\"null\""), "{path}: a null type survived");
-            assert!(
-                !text.contains("$defs"),
-                "{path}: a JSON Schema $defs ref survived"
-            );
+            assert!(!text.contains("$defs"), "{path}: a JSON Schema $defs ref survived");
         }
     }
 }

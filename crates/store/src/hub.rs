@@ -54,7 +54,10 @@ pub(crate) fn decode_change(rv: u64, bytes: &[u8]) -> Result<Event, StoreError> 
     let key = format!("change {rv}");
     let mut value: Value =
         serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { key: key.clone(), source })?;
-    let kind = value["type"].as_str().and_then(EventType::parse).ok_or_else(|| StoreError::Database(format!("{key}: bad event type")))?;
+    let kind = value["type"]
+        .as_str()
+        .and_then(EventType::parse)
+        .ok_or_else(|| StoreError::Database(format!("{key}: bad event type")))?;
     let object_key = value["key"].as_str().unwrap_or("").to_string();
     Ok(Event { resource_version: rv, kind, key: object_key, object: Arc::new(value["object"].take()) })
 }

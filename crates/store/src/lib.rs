@@ -52,7 +52,14 @@ macro_rules! db_error_from {
         }
     )*};
 }
-db_error_from!(redb::Error, redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+db_error_from!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
 
 /// Tuning knobs, with defaults that suit a car's HPC.
 #[derive(Debug, Clone)]
@@ -103,7 +110,10 @@ impl Store {
             wtx.commit()?;
             rv
         };
-        let hub = Arc::new(Hub::new(current_rv, options.ring_capacity));
+        // The ring never reaches further back than the persisted log, so whether a version has
+        // expired does not depend on which of the two serves it.
+        let ring_capacity = options.ring_capacity.min(options.change_log_capacity.try_into().unwrap_or(usize::MAX));
+        let hub = Arc::new(Hub::new(current_rv, ring_capacity));
         let jobs = writer::spawn(db.clone(), hub.clone(), current_rv, options.change_log_capacity)?;
         Ok(Store { db, jobs, hub })
     }

@@ -2,8 +2,11 @@ use super::*;
 use serde_json::json;
 
 fn open(dir: &tempfile::TempDir) -> Store {
-    Store::open(&dir.path().join("store.redb"), Options { change_log_capacity: 5, ring_capacity: 2, cache_bytes: 1 << 20 })
-        .expect("store opens")
+    Store::open(
+        &dir.path().join("store.redb"),
+        Options { change_log_capacity: 5, ring_capacity: 2, cache_bytes: 1 << 20 },
+    )
+    .expect("store opens")
 }
 
 async fn put(store: &Store, key: &'static str, value: i64) -> Value {

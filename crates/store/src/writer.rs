@@ -83,7 +83,12 @@ impl<'a> Txn<'a> {
         if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
         }
-        self.events.push(Event { resource_version: rv, kind: EventType::Deleted, key: key.to_string(), object: Arc::new(obj.clone()) });
+        self.events.push(Event {
+            resource_version: rv,
+            kind: EventType::Deleted,
+            key: key.to_string(),
+            object: Arc::new(obj.clone()),
+        });
         Ok(Some(obj))
     }
 
@@ -113,7 +118,9 @@ pub(crate) trait Job: Send {
     fn complete(self: Box<Self>, commit: Result<(), String>);
 }
 
-type Reply<T, E> = oneshot::Sender<Result<Result<T, E>, StoreError>>;
+/// What a transaction function's caller receives: the store's verdict, then the function's.
+type Outcome<T, E> = Result<Result<T, E>, StoreError>;
+type Reply<T, E> = oneshot::Sender<Outcome<T, E>>;
 
 pub(crate) struct TypedJob<F, T, E> {
     f: Option<F>,
@@ -122,7 +129,7 @@ pub(crate) struct TypedJob<F, T, E> {
 }
 
 impl<F, T, E> TypedJob<F, T, E> {
-    pub(crate) fn new(f: F) -> (TypedJob<F, T, E>, oneshot::Receiver<Result<Result<T, E>, StoreError>>) {
+    pub(crate) fn new(f: F) -> (TypedJob<F, T, E>, oneshot::Receiver<Outcome<T, E>>) {
         let (reply, rx) = oneshot::channel();
         (TypedJob { f: Some(f), result: None, reply }, rx)
     }

@@ -1,0 +1,198 @@
+//! HTTP plumbing shared by every handler: the response body type (whole or streamed),
+//! request facts (query, media types), body decoding with size caps, and Status replies.
+
+use api::ApiError;
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Response, StatusCode};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::sync::mpsc;
+
+/// Largest request body accepted (the upstream API server's limit is 3 MiB).
+pub const MAX_BODY: usize = 3 << 20;
+
+/// A response body: either complete bytes or a stream of chunks (watch, follow logs).
+pub enum Body {
+    Full(Option<Bytes>),
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+impl HttpBody for Body {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Body::Stream(rx) => rx.poll_recv(cx).map(|chunk| chunk.map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, Body::Full(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Body::Full(None) => SizeHint::with_exact(0),
+            Body::Stream(_) => SizeHint::default(),
+        }
+    }
+}
+
+pub type Reply = Response<Body>;
+
+pub fn bytes_reply(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
+    let mut response = Response::new(Body::Full(Some(body.into())));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+pub fn json_reply(status: u16, value: &Value) -> Reply {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    bytes_reply(status, "application/json", body)
+}
+
+pub fn error_reply(err: &ApiError) -> Reply {
+    let mut reply = json_reply(err.code, &err.to_status());
+    if let Some(seconds) = err.retry_after() {
+        if let Ok(v) = HeaderValue::from_str(&seconds.to_string()) {
+            reply.headers_mut().insert("Retry-After", v);
+        }
+    }
+    reply
+}
+
+pub fn stream_reply(content_type: &'static str, rx: mpsc::Receiver<Bytes>) -> Reply {
+    let mut response = Response::new(Body::Stream(rx));
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// Query parameters (last value wins, as Go's `url.Values.Get` reads the first; clients
+/// never repeat the ones we read).
+#[derive(Debug, Default, Clone)]
+pub struct Query(HashMap<String, String>);
+
+impl Query {
+    pub fn parse(raw: Option<&str>) -> Query {
+        Query(form_urlencoded::parse(raw.unwrap_or("").as_bytes()).into_owned().collect())
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    /// Go's `strconv.ParseBool`: 1, t, T, TRUE, true, True (and the false forms).
+    pub fn flag(&self, key: &str) -> bool {
+        matches!(self.get(key), Some("1" | "t" | "T" | "TRUE" | "true" | "True"))
+    }
+
+    pub fn number(&self, key: &str) -> Result<Option<i64>, ApiError> {
+        match self.get(key) {
+            None | Some("") => Ok(None),
+            Some(v) => {
+                v.parse().map(Some).map_err(|_| ApiError::bad_request(format!("invalid {key} {v:?}: not a number")))
+            }
+        }
+    }
+}
+
+/// What the client asked the reply to look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Object,
+    Table,
+}
+
+pub fn wants_table(accept: Option<&str>) -> Shape {
+    match accept {
+        Some(accept) if accept.split(',').next().is_some_and(|first| first.contains("as=Table")) => Shape::Table,
+        _ => Shape::Object,
+    }
+}
+
+/// Reads the whole request body, capped at [`MAX_BODY`].
+pub async fn read_body(body: hyper::body::Incoming) -> Result<Bytes, ApiError> {
+    let limited = http_body_util::Limited::new(body, MAX_BODY);
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::too_large(format!("the request body is larger than {MAX_BODY} bytes")))
+        }
+        Err(e) => Err(ApiError::bad_request(format!("cannot read the request body: {e}"))),
+    }
+}
+
+/// Decodes a JSON or YAML document into an object, with a Kubernetes-style message on error.
+pub fn decode_object(bytes: &[u8], content_type: Option<&str>) -> Result<Value, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request("the request body is empty; an object was expected"));
+    }
+    if content_type.is_some_and(|ct| ct.contains("protobuf") || ct.contains("cbor")) {
+        // Clients fall back to JSON on 415 (client-go does since 1.32).
+        return Err(ApiError::unsupported_media_type(format!(
+            "the body of the request was in an unknown format ({}) - accepted media types include: application/json, application/yaml",
+            content_type.unwrap_or("")
+        )));
+    }
+    let yaml = content_type.is_some_and(|ct| ct.contains("yaml"));
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    let value: Value = if first == Some(b'{') || !yaml {
+        match serde_json::from_slice(bytes) {
+            Ok(v) => v,
+            Err(json_error) if yaml => serde_yaml_ng::from_slice(bytes).map_err(|_| {
+                ApiError::bad_request(format!("the body of the request was in an unknown format: {json_error}"))
+            })?,
+            Err(e) => {
+                return Err(ApiError::bad_request(format!(
+                    "the body of the request was in an unknown format - accepted media types include: \
+                     application/json, application/yaml, application/vnd.kubernetes.protobuf: {e}"
+                )))
+            }
+        }
+    } else {
+        serde_yaml_ng::from_slice(bytes)
+            .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: yaml: {e}")))?
+    };
+    if !value.is_object() {
+        return Err(ApiError::bad_request("the body must be an object"));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_flags_parse_like_go() {
+        let q = Query::parse(Some("watch=True&a=1&b=false&labelSelector=app%3Dweb"));
+        assert!(q.flag("watch"));
+        assert!(q.flag("a"));
+        assert!(!q.flag("b"));
+        assert_eq!(q.get("labelSelector"), Some("app=web"));
+    }
+
+    #[test]
+    fn table_is_detected_from_kubectl_accept() {
+        let accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
+        assert_eq!(wants_table(Some(accept)), Shape::Table);
+        assert_eq!(wants_table(Some("application/json")), Shape::Object);
+    }
+
+    #[test]
+    fn decode_accepts_json_and_yaml_and_rejects_garbage() {
+        assert!(decode_object(br#"{"a":1}"#, None).is_ok());
+        assert_eq!(decode_object(b"a: 1\n", Some("application/yaml")).ok(), Some(serde_json::json!({"a": 1})));
+        assert_eq!(decode_object(b"{nope", None).map_err(|e| e.code), Err(400));
+        assert_eq!(decode_object(b"[1]", None).map_err(|e| e.code), Err(400));
+    }
+}

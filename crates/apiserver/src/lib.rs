@@ -1,0 +1,212 @@
+//! Axle's Kubernetes-compatible API server.
+//!
+//! It serves the wire behaviour that `kubectl`, the official client libraries and dashboards
+//! rely on (see `shared/design/k8s-api.md`): discovery and OpenAPI, CRUD with optimistic
+//! concurrency, list with selectors and paging, watch with resume and bookmarks, the four patch
+//! types, tables for `kubectl get`, finalizers and cascading deletion, and custom resources
+//! served as soon as their CRD is stored.
+//!
+//! Objects are handled as JSON (`serde_json::Value`) on one generic path; per-kind rules come
+//! from the `api` crate, persistence and change events from the `store` crate. This crate owns
+//! HTTP: it is the only one that knows about requests and responses.
+
+mod admission;
+mod apply;
+mod discovery;
+mod http;
+mod lifecycle;
+mod objects;
+mod routes;
+mod schemas;
+mod watch;
+
+use anyhow::Context as _;
+use api::Registry;
+use http::{error_reply, Query, Reply};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use routes::Route;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::watch as signal;
+
+/// How the server is started. These names are a contract with tools outside this repository.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub store: store::Options,
+}
+
+/// Shared state of all request handlers.
+pub(crate) struct State {
+    pub store: Store,
+    registry: RwLock<Registry>,
+    pub shutdown: signal::Receiver<bool>,
+    pub server_address: String,
+}
+
+impl State {
+    pub fn registry(&self) -> Registry {
+        self.registry.read().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Rebuilds the registry from the stored CRDs (after any CRD change, and at start).
+    pub fn refresh_registry(&self) -> Result<(), store::StoreError> {
+        let crds = self.store.list(lifecycle::CRD_PREFIX, None, 0, &|_| true)?;
+        let registry = Registry::with_crds(crds.items.iter());
+        if let Ok(mut slot) = self.registry.write() {
+            *slot = registry;
+        }
+        Ok(())
+    }
+}
+
+/// A running API server.
+pub struct RunningServer {
+    pub local_addr: SocketAddr,
+    pub kubeconfig: PathBuf,
+    stop: signal::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Stops accepting connections, ends open watches cleanly and waits for in-flight requests
+    /// (at most a few seconds).
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+    }
+}
+
+/// Opens the store, binds the listener and serves until shut down. Returns once the API answers.
+pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+    let store_path = config.data_dir.join("store.redb");
+    let store = Store::open(&store_path, config.store.clone())
+        .with_context(|| format!("cannot open the store {}", store_path.display()))?;
+    let listener =
+        TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    let local_addr = listener.local_addr()?;
+    let (stop, shutdown) = signal::channel(false);
+    let state = Arc::new(State {
+        store,
+        registry: RwLock::new(Registry::builtin()),
+        shutdown: shutdown.clone(),
+        server_address: local_addr.to_string(),
+    });
+    state.refresh_registry().context("cannot read the stored CRDs")?;
+    lifecycle::ensure_system_namespaces(&state).await.context("cannot create the system namespaces")?;
+    let token = ensure_node_token(&config.data_dir)?;
+    let kubeconfig = config.data_dir.join("admin.kubeconfig");
+    write_kubeconfig(&kubeconfig, &format!("http://{local_addr}"), &token)?;
+    tokio::spawn(lifecycle::run(state.clone()));
+    let task = tokio::spawn(accept_loop(listener, state, shutdown));
+    Ok(RunningServer { local_addr, kubeconfig, stop, task })
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<State>, mut shutdown: signal::Receiver<bool>) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                let service = service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, std::convert::Infallible>(dispatch(state, req).await) }
+                });
+                let builder = auto::Builder::new(TokioExecutor::new());
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(Duration::from_secs(3)) => tracing::warn!("connections still open at shutdown; closing them"),
+    }
+}
+
+async fn dispatch(state: Arc<State>, req: hyper::Request<hyper::body::Incoming>) -> Reply {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let query = Query::parse(req.uri().query());
+    let reply = match routes::parse(&path) {
+        Route::Version => discovery::version(),
+        Route::Health => http::bytes_reply(200, "text/plain", "ok"),
+        Route::CoreVersions => discovery::core_versions(&state),
+        Route::Groups => discovery::groups(&state),
+        Route::Group(group) => discovery::group(&state, &group),
+        Route::ResourceList { group, version } => discovery::resources(&state, &group, &version),
+        Route::OpenApiV2 => http::bytes_reply(200, "application/octet-stream", ""),
+        Route::OpenApiV3Index => discovery::openapi_index(&state),
+        Route::OpenApiV3 { path } => discovery::openapi_document(&state, &path),
+        Route::Resource(target) => objects::handle(state.clone(), req, target, query).await,
+        Route::NotFound => error_reply(&api::ApiError::no_route()),
+    };
+    tracing::debug!(%method, %path, status = reply.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
+    reply
+}
+
+/// The bootstrap token agents and the ECU gateway present (`DATA_DIR/node-token`), created once.
+fn ensure_node_token(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("node-token");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let token = existing.trim().to_string();
+        if !token.is_empty() {
+            return Ok(token);
+        }
+    }
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    write_private(&path, token.as_bytes())?;
+    Ok(token)
+}
+
+fn write_kubeconfig(path: &Path, server: &str, token: &str) -> anyhow::Result<()> {
+    let config = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: axle\n  cluster:\n    server: {server}\n\
+         users:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: axle\n  context:\n    \
+         cluster: axle\n    user: admin\n    namespace: default\ncurrent-context: axle\n"
+    );
+    write_private(path, config.as_bytes())
+}
+
+/// Writes a file readable by its owner only, atomically (temp file, fsync, rename).
+fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,189 @@
+//! Server-side object lifecycle, run as one background reconciler: the system namespaces at
+//! start, cascading (background) deletion of dependents whose owners are gone, namespace
+//! termination (delete the contents, then the namespace), and custom resources of deleted CRDs.
+//!
+//! It is level-triggered: each pass looks at the whole stored state, so a crash between an
+//! owner's deletion and its dependents' is repaired by the pass that runs at the next start.
+//! It only runs when something changed, so an idle server writes nothing.
+
+use crate::admission::{prepare_create, store_error};
+use crate::objects::{write, Abort};
+use crate::State;
+use api::ApiError;
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::sync::Arc;
+use store::{StoreError, Txn};
+
+pub const CRD_PREFIX: &str = "apiextensions.k8s.io/customresourcedefinitions/";
+pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+pub fn namespace_key(namespace: &str) -> String {
+    store::key("core/namespaces", "", namespace)
+}
+
+/// Creates the namespaces every cluster has, when missing.
+pub async fn ensure_system_namespaces(state: &State) -> Result<(), ApiError> {
+    let missing: Vec<&str> = SYSTEM_NAMESPACES
+        .iter()
+        .copied()
+        .filter(|ns| state.store.get(&namespace_key(ns)).ok().flatten().is_none())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let registry = state.registry();
+    let rt = registry
+        .lookup("", "v1", "namespaces")
+        .cloned()
+        .ok_or_else(|| ApiError::internal("namespaces are not served"))?;
+    write(state, move |txn| {
+        for ns in missing {
+            let mut obj = json!({"metadata": {"name": ns}});
+            prepare_create(&rt, &mut obj, None, txn)?;
+            if txn.get(&namespace_key(ns))?.is_none() {
+                txn.put(&namespace_key(ns), obj)?;
+            }
+        }
+        Ok::<(), Abort<()>>(())
+    })
+    .await
+}
+
+/// The reconciler loop: one pass at start, then one after each batch of changes that can
+/// leave work behind (a deletion, a namespace or an object starting to terminate).
+pub async fn run(state: Arc<State>) {
+    let mut notify = state.store.subscribe();
+    let mut shutdown = state.shutdown.clone();
+    let mut cursor = state.store.resource_version();
+    let mut due = true;
+    loop {
+        if due {
+            if let Err(e) = reconcile(&state).await {
+                tracing::warn!(error = %e, "object lifecycle pass failed; retrying on the next change");
+            }
+        }
+        tokio::select! {
+            changed = notify.changed() => if changed.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+        notify.borrow_and_update();
+        due = match state.store.events_after(cursor) {
+            Ok(events) => {
+                cursor = events.last().map_or(cursor, |e| e.resource_version);
+                events.iter().any(|e| {
+                    e.kind == store::EventType::Deleted
+                        || e.key.starts_with("core/namespaces/")
+                        || e.object["metadata"]["deletionTimestamp"].is_string()
+                })
+            }
+            Err(_) => {
+                cursor = state.store.resource_version();
+                true
+            }
+        };
+    }
+}
+
+async fn reconcile(state: &State) -> Result<(), ApiError> {
+    let registry = state.registry();
+    // Only write when there is something to do: a pass that finds nothing commits nothing.
+    write(state, move |txn| {
+        collect_garbage(txn, &registry)?;
+        terminate_namespaces(txn, &registry)?;
+        Ok::<(), Abort<()>>(())
+    })
+    .await
+}
+
+/// Parts of a storage key: (group/plural prefix, namespace, name).
+fn split_key(key: &str) -> Option<(&str, &str, &str)> {
+    let (rest, name) = key.rsplit_once('/')?;
+    let (prefix, namespace) = rest.rsplit_once('/')?;
+    Some((prefix, namespace, name))
+}
+
+/// Deletes objects all of whose owners are gone (background propagation).
+fn collect_garbage(txn: &mut Txn<'_>, registry: &api::Registry) -> Result<(), ApiError> {
+    let all = txn.list("").map_err(store_error)?;
+    let uids: HashSet<String> = all.iter().map(|(_, o)| api::meta::uid_of(o).to_string()).collect();
+    for (key, obj) in &all {
+        let Some(owners) = obj["metadata"]["ownerReferences"].as_array().filter(|o| !o.is_empty()) else { continue };
+        let orphaned = owners.iter().all(|o| !o["uid"].as_str().is_some_and(|uid| uids.contains(uid)));
+        if orphaned && !obj["metadata"]["deletionTimestamp"].is_string() {
+            tracing::debug!(%key, "deleting dependent whose owners are gone");
+            delete_object(txn, registry, key, obj)?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes an object the way a client's DELETE would (finalizers and graceful pods respected).
+fn delete_object(txn: &mut Txn<'_>, registry: &api::Registry, key: &str, obj: &Value) -> Result<(), ApiError> {
+    let rt = registry.by_kind(obj["apiVersion"].as_str().unwrap_or(""), obj["kind"].as_str().unwrap_or(""));
+    let Some(rt) = rt else {
+        txn.delete(key).map_err(store_error)?;
+        return Ok(());
+    };
+    match crate::objects::delete_for_lifecycle(txn, rt, key, api::meta::name_of(obj)) {
+        Ok(_) | Err(Abort::DryRun(_)) => Ok(()),
+        Err(Abort::Api(e)) if e.code == 404 => Ok(()),
+        Err(Abort::Api(e)) => Err(e),
+    }
+}
+
+/// Empties terminating namespaces, then removes them.
+fn terminate_namespaces(txn: &mut Txn<'_>, registry: &api::Registry) -> Result<(), ApiError> {
+    let terminating: Vec<(String, Value)> = txn
+        .list("core/namespaces//")
+        .map_err(store_error)?
+        .into_iter()
+        .filter(|(_, ns)| ns["metadata"]["deletionTimestamp"].is_string())
+        .collect();
+    if terminating.is_empty() {
+        return Ok(());
+    }
+    let all = txn.list("").map_err(store_error)?;
+    for (ns_key, ns) in terminating {
+        let name = api::meta::name_of(&ns);
+        let mut remaining = 0;
+        for (key, obj) in &all {
+            if split_key(key).is_some_and(|(_, namespace, _)| namespace == name) {
+                remaining += 1;
+                if !obj["metadata"]["deletionTimestamp"].is_string() {
+                    delete_object(txn, registry, key, obj)?;
+                }
+            }
+        }
+        if remaining == 0 && ns["metadata"]["finalizers"].as_array().is_none_or(Vec::is_empty) {
+            tracing::info!(namespace = %name, "namespace emptied; removing it");
+            txn.delete(&ns_key).map_err(store_error)?;
+        }
+    }
+    Ok(())
+}
+
+/// Orphan propagation: dependents of `owner_uid` lose that owner reference and stay.
+pub fn orphan_dependents(txn: &mut Txn<'_>, owner_uid: &str) -> Result<(), StoreError> {
+    for (key, mut obj) in txn.list("")? {
+        let Some(owners) = obj["metadata"]["ownerReferences"].as_array() else { continue };
+        if !owners.iter().any(|o| o["uid"] == owner_uid) {
+            continue;
+        }
+        let kept: Vec<Value> = owners.iter().filter(|o| o["uid"] != owner_uid).cloned().collect();
+        obj["metadata"]["ownerReferences"] = Value::Array(kept);
+        txn.put(&key, obj)?;
+    }
+    Ok(())
+}
+
+/// Removes every custom resource of a CRD being deleted.
+pub fn delete_custom_resources(txn: &mut Txn<'_>, crd: &Value) -> Result<(), StoreError> {
+    let (Some(group), Some(plural)) = (crd["spec"]["group"].as_str(), crd["spec"]["names"]["plural"].as_str()) else {
+        return Ok(());
+    };
+    for (key, _) in txn.list(&format!("{group}/{plural}/"))? {
+        txn.delete(&key)?;
+    }
+    Ok(())
+}

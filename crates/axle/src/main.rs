@@ -1,0 +1,191 @@
+//! The `axle` binary: parses arguments and starts the component asked for. All logic lives in
+//! the library crates; this file only wires them to the command line.
+
+mod up;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(name = "axle", version, about = "Axle: the automotive control plane (Kubernetes API for cars)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the Kubernetes-compatible API server with its embedded store.
+    Server(ServerArgs),
+    /// Run a whole simulated car on this machine (server and sample workloads).
+    Up(UpArgs),
+    /// Create or update objects from manifest files (server-side apply).
+    Apply(ApplyArgs),
+}
+
+#[derive(clap::Args)]
+struct UpArgs {
+    /// Where the simulated car keeps its state and logs. [default: $XDG_DATA_HOME/axle-up]
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address of the car's API server.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+}
+
+#[derive(clap::Args)]
+struct ApplyArgs {
+    /// Manifest files or directories (YAML or JSON; `-` reads standard input).
+    #[arg(short = 'f', long = "filename", required = true)]
+    files: Vec<PathBuf>,
+    /// The kubeconfig to use. [default: $KUBECONFIG]
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// Where the store, admin.kubeconfig and node-token live.
+    /// [default: /var/lib/axle as root, else $XDG_DATA_HOME/axle]
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address the API listens on.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// Changes kept for watches to resume from; older resourceVersions get 410 Expired.
+    #[arg(long, default_value_t = store::Options::default().change_log_capacity)]
+    change_log_capacity: u64,
+}
+
+fn default_data_dir() -> PathBuf {
+    // Root is told by the effective uid of this process, read from /proc.
+    let is_root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false);
+    if is_root {
+        return PathBuf::from("/var/lib/axle");
+    }
+    user_data_dir().join("axle")
+}
+
+/// `$XDG_DATA_HOME`, else `~/.local/share`.
+fn user_data_dir() -> PathBuf {
+    match std::env::var_os("XDG_DATA_HOME") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")).join(".local/share"),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AXLE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Server(args) => run_server(args, started),
+        Command::Up(args) => {
+            let data_dir = args.data_dir.unwrap_or_else(|| user_data_dir().join("axle-up"));
+            single_threaded()?.block_on(up::run(data_dir, args.listen))
+        }
+        Command::Apply(args) => single_threaded()?.block_on(apply(args)),
+    }
+}
+
+/// One thread serves each process: a car's control plane is small, and one thread keeps both
+/// the footprint and the start time low. (The store writes from its own thread.)
+fn single_threaded() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+fn kubeconfig_path(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    flag.or_else(|| std::env::var_os("KUBECONFIG").map(PathBuf::from))
+        .context("no kubeconfig: pass --kubeconfig or set KUBECONFIG (axle server writes DATA_DIR/admin.kubeconfig)")
+}
+
+async fn apply(args: ApplyArgs) -> anyhow::Result<()> {
+    let config = client::Config::from_kubeconfig(&kubeconfig_path(args.kubeconfig)?)?;
+    let client = client::Client::new(config);
+    for source in &args.files {
+        for (origin, text) in read_manifest_sources(source)? {
+            let manifests = client::parse_manifests(&text).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+            for manifest in manifests {
+                let applied =
+                    client.apply(&manifest, "axle").await.with_context(|| format!("{origin}: cannot apply"))?;
+                let kind = applied["kind"].as_str().unwrap_or("object").to_lowercase();
+                println!("{kind}/{} applied", applied["metadata"]["name"].as_str().unwrap_or(""));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The text of a manifest file, of every .yaml/.yml/.json file of a directory, or of stdin.
+fn read_manifest_sources(source: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
+    if source.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).context("cannot read standard input")?;
+        return Ok(vec![("<stdin>".into(), text)]);
+    }
+    if source.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(source)
+            .with_context(|| format!("cannot read {}", source.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")))
+            .collect();
+        files.sort();
+        return files
+            .iter()
+            .map(|f| {
+                Ok((
+                    f.display().to_string(),
+                    std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?,
+                ))
+            })
+            .collect();
+    }
+    Ok(vec![(
+        source.display().to_string(),
+        std::fs::read_to_string(source).with_context(|| format!("cannot read {}", source.display()))?,
+    )])
+}
+
+fn run_server(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
+    single_threaded()?.block_on(async move {
+        let config = apiserver::Config {
+            data_dir: args.data_dir.unwrap_or_else(default_data_dir),
+            listen: args.listen,
+            store: store::Options { change_log_capacity: args.change_log_capacity.max(1), ..store::Options::default() },
+        };
+        let server = apiserver::start(config).await?;
+        tracing::info!(
+            address = %format!("http://{}", server.local_addr),
+            kubeconfig = %server.kubeconfig.display(),
+            startup_ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
+            "API server ready"
+        );
+        wait_for_signal().await?;
+        tracing::info!("shutting down");
+        server.shutdown().await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

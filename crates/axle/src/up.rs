@@ -1,0 +1,127 @@
+//! `axle up`: a whole simulated car on this machine, as separate processes, on embedded
+//! defaults — the first thing a new user runs. Today: the API server with the sample manifests
+//! of `examples/` applied. Ctrl-C stops everything.
+
+use anyhow::Context as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The sample manifests, embedded so `axle up` works from any directory.
+const EXAMPLES: &[(&str, &str)] = &[
+    ("10-namespace.yaml", include_str!("../../../examples/10-namespace.yaml")),
+    ("20-config.yaml", include_str!("../../../examples/20-config.yaml")),
+    ("30-nav.yaml", include_str!("../../../examples/30-nav.yaml")),
+];
+
+/// Child processes, stopped (SIGTERM, then SIGKILL) when dropped.
+struct Processes(Vec<(String, Child)>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for (_, child) in &self.0 {
+            // SAFETY: plain libc call on a pid we own.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for (name, child) in &mut self.0 {
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                    _ => {
+                        tracing::warn!(process = %name, "did not stop in time; killing it");
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub async fn run(data_dir: PathBuf, listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let me = std::env::current_exe().context("cannot find the axle executable")?;
+    let server_dir = data_dir.join("server");
+    let kubeconfig = server_dir.join("admin.kubeconfig");
+    let _ = std::fs::remove_file(&kubeconfig);
+    let mut processes = Processes(Vec::new());
+    let server = spawn(
+        &me,
+        &data_dir,
+        "server",
+        &["server", "--listen", &listen.to_string(), "--data-dir", &path_str(&server_dir)],
+    )?;
+    processes.0.push(("server".into(), server));
+    wait_for_file(&kubeconfig, &mut processes).await?;
+
+    let client = client::Client::new(client::Config::from_kubeconfig(&kubeconfig)?);
+    for (file, text) in EXAMPLES {
+        for manifest in client::parse_manifests(text).map_err(|e| anyhow::anyhow!("examples/{file}: {e}"))? {
+            client.apply(&manifest, "axle-up").await.with_context(|| format!("cannot apply examples/{file}"))?;
+        }
+    }
+    println!("Axle is up: the car's API server runs at http://{listen}.");
+    println!();
+    println!("  export KUBECONFIG={}", kubeconfig.display());
+    println!("  kubectl get namespaces");
+    println!("  kubectl get deployments -n car -o wide");
+    println!("  kubectl explain deployment.spec");
+    println!();
+    println!("Logs: {}/*.log. Press Ctrl-C to stop.", data_dir.display());
+    wait_for_exit(&mut processes).await
+}
+
+fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn spawn(me: &Path, data_dir: &Path, name: &str, args: &[&str]) -> anyhow::Result<Child> {
+    let log = std::fs::File::create(data_dir.join(format!("{name}.log")))?;
+    Command::new(me)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("cannot start {name}"))
+}
+
+async fn wait_for_file(path: &Path, processes: &mut Processes) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !path.exists() {
+        for (name, child) in &mut processes.0 {
+            if let Ok(Some(status)) = child.try_wait() {
+                anyhow::bail!("{name} exited with {status} during start; see its log");
+            }
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{} did not appear in time", path.display());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Runs until Ctrl-C/SIGTERM or until a component dies.
+async fn wait_for_exit(processes: &mut Processes) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = tick.tick() => {
+                for (name, child) in &mut processes.0 {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        anyhow::bail!("{name} exited unexpectedly with {status}; see its log");
+                    }
+                }
+            }
+        }
+    }
+    println!("Stopping…");
+    Ok(())
+}
