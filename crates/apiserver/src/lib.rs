@@ -102,12 +102,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         server_address: local_addr.to_string(),
     });
     state.refresh_registry().context("cannot read the stored CRDs")?;
+    // Serve first: the API answers while the first-start chores below run.
+    let task = tokio::spawn(accept_loop(listener, state.clone(), shutdown));
     lifecycle::ensure_system_namespaces(&state).await.context("cannot create the system namespaces")?;
     let token = ensure_node_token(&config.data_dir)?;
+    // The kubeconfig is written last: a client that finds it finds the namespaces too.
     let kubeconfig = config.data_dir.join("admin.kubeconfig");
     write_kubeconfig(&kubeconfig, &format!("http://{local_addr}"), &token)?;
-    tokio::spawn(lifecycle::run(state.clone()));
-    let task = tokio::spawn(accept_loop(listener, state, shutdown));
+    tokio::spawn(lifecycle::run(state));
     Ok(RunningServer { local_addr, kubeconfig, stop, task })
 }
 

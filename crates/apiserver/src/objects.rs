@@ -241,6 +241,10 @@ impl Selectors {
     pub fn matches(&self, obj: &Value) -> bool {
         self.labels.matches_object(obj) && self.fields.matches(obj)
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
 }
 
 fn encode_continue(key: &str) -> String {
@@ -262,6 +266,12 @@ fn list(ctx: &Ctx) -> Result<Reply, ApiError> {
     let prefix = ctx.prefix();
     let start_after =
         ctx.query.get("continue").filter(|c| !c.is_empty()).map(|t| decode_continue(t, &prefix)).transpose()?;
+    if ctx.shape == Shape::Object && selectors.is_empty() {
+        // The common case: the stored documents go out as they are, unparsed.
+        let page = ctx.state.store.list_raw(&prefix, start_after.as_deref(), limit).map_err(store_error)?;
+        let token = page.continue_after.as_deref().map(encode_continue);
+        return Ok(raw_list_reply(&ctx.rt, page.resource_version, token, &page.items));
+    }
     let page = ctx
         .state
         .store
@@ -271,26 +281,44 @@ fn list(ctx: &Ctx) -> Result<Reply, ApiError> {
     let token = page.continue_after.as_deref().map(encode_continue);
     let body = match ctx.shape {
         Shape::Table => table(&ctx.rt, &page.items, &ctx.query, rv, token),
-        Shape::Object => {
-            let mut metadata = json!({"resourceVersion": rv});
-            if let Some(token) = token {
-                metadata["continue"] = json!(token);
-            }
-            json!({"kind": format!("{}List", ctx.rt.kind), "apiVersion": ctx.rt.api_version(), "metadata": metadata, "items": page.items})
-        }
+        Shape::Object => json!({"kind": format!("{}List", ctx.rt.kind), "apiVersion": ctx.rt.api_version(),
+                                "metadata": list_metadata(rv, token), "items": page.items}),
     };
     Ok(json_reply(200, &body))
+}
+
+fn list_metadata(rv: Value, token: Option<String>) -> Value {
+    let mut metadata = json!({"resourceVersion": rv});
+    if let Some(token) = token {
+        metadata["continue"] = json!(token);
+    }
+    metadata
+}
+
+/// A `…List` reply assembled from stored JSON documents without parsing them.
+fn raw_list_reply(rt: &ResourceType, rv: u64, token: Option<String>, items: &[Vec<u8>]) -> Reply {
+    let head = json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(),
+                      "metadata": list_metadata(json!(rv.to_string()), token)});
+    let mut body = serde_json::to_vec(&head).unwrap_or_default();
+    body.pop(); // the closing brace; "items" follows
+    body.extend_from_slice(b",\"items\":[");
+    let total: usize = items.iter().map(|i| i.len() + 1).sum();
+    body.reserve(total + 2);
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(item);
+    }
+    body.extend_from_slice(b"]}");
+    crate::http::bytes_reply(200, "application/json", body)
 }
 
 /// A `meta.k8s.io/v1 Table` of objects.
 pub fn table(rt: &ResourceType, items: &[Value], query: &Query, rv: Value, token: Option<String>) -> Value {
     let include = query.get("includeObject").unwrap_or("Metadata");
     let rows: Vec<Value> = items.iter().map(|obj| api::table::row(rt, obj, include)).collect();
-    let mut metadata = json!({"resourceVersion": rv});
-    if let Some(token) = token {
-        metadata["continue"] = json!(token);
-    }
-    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": metadata,
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": list_metadata(rv, token),
            "columnDefinitions": api::table::columns(rt), "rows": rows})
 }
 

@@ -80,10 +80,33 @@ fn user_data_dir() -> PathBuf {
     }
 }
 
+/// Logs go to stderr; `AXLE_LOG` sets the level, globally (`debug`) or per crate
+/// (`info,apiserver=debug`). Invalid values fall back to `info` with a warning.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AXLE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let spec = std::env::var("AXLE_LOG").unwrap_or_default();
+    let default = || Targets::new().with_default(tracing::Level::INFO);
+    let (filter, invalid) = match spec.parse::<Targets>() {
+        _ if spec.is_empty() => (default(), false),
+        Ok(targets) => (targets, false),
+        Err(_) => (default(), true),
+    };
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(filter)
+        .init();
+    if invalid {
+        tracing::warn!(value = %spec, "AXLE_LOG is not a valid filter (e.g. `debug` or `info,apiserver=debug`); using info");
+    }
+}
+
+/// Returns the memory that start-up used and freed to the system (glibc keeps it otherwise):
+/// an idle control plane should hold only what it needs.
+fn release_freed_memory() {
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe { libc::malloc_trim(0) };
 }
 
 fn main() -> anyhow::Result<()> {
@@ -166,6 +189,7 @@ fn run_server(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
             store: store::Options { change_log_capacity: args.change_log_capacity.max(1), ..store::Options::default() },
         };
         let server = apiserver::start(config).await?;
+        release_freed_memory();
         tracing::info!(
             address = %format!("http://{}", server.local_addr),
             kubeconfig = %server.kubeconfig.display(),

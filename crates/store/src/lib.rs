@@ -2,7 +2,8 @@
 //! bounded change log that watches read from.
 //!
 //! - Objects are JSON documents keyed `group/plural/namespace/name` (namespace empty for
-//!   cluster-scoped objects) in one redb table; redb gives atomic, crash-safe commits.
+//!   cluster-scoped objects) in one redb table; redb gives atomic, crash-safe commits. Opening
+//!   the store writes nothing; tables are created by the first write.
 //! - All writes go through one writer thread. Requests queued while a commit is in flight are
 //!   applied together in the next transaction (group commit), so N concurrent writes cost one
 //!   fsync, and nothing is written while nothing changes.
@@ -29,9 +30,9 @@ use std::sync::Arc;
 use writer::{Job, TypedJob};
 
 pub(crate) const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
+/// The change log. Its last key is the store's current resourceVersion (the log always keeps
+/// its newest entry), so no separate counter is written per commit.
 pub(crate) const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
-pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-pub(crate) const META_RV: &str = "resource_version";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -61,6 +62,26 @@ db_error_from!(
     redb::CommitError
 );
 
+/// Opens a table for reading; a table that does not exist yet (nothing written so far) is None.
+fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    rtx: &redb::ReadTransaction,
+    table: TableDefinition<K, V>,
+) -> Result<Option<redb::ReadOnlyTable<K, V>>, StoreError> {
+    match rtx.open_table(table) {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The current resourceVersion: the last key of the change log (0 before the first write).
+fn current_rv(rtx: &redb::ReadTransaction) -> Result<u64, StoreError> {
+    Ok(match read_table(rtx, CHANGES)? {
+        Some(changes) => changes.last()?.map(|(k, _)| k.value()).unwrap_or(0),
+        None => 0,
+    })
+}
+
 /// Tuning knobs, with defaults that suit a car's HPC.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -88,6 +109,14 @@ pub struct ListPage {
     pub continue_after: Option<String>,
 }
 
+/// A page of a list as stored JSON documents.
+#[derive(Debug, Default)]
+pub struct RawListPage {
+    pub items: Vec<Vec<u8>>,
+    pub resource_version: u64,
+    pub continue_after: Option<String>,
+}
+
 /// The store handle; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -101,15 +130,7 @@ impl Store {
     pub fn open(path: &Path, options: Options) -> Result<Store, StoreError> {
         let db = Database::builder().set_cache_size(options.cache_bytes).create(path)?;
         let db = Arc::new(db);
-        let current_rv = {
-            let wtx = db.begin_write()?;
-            // Create the tables on first start so readers never meet a missing table.
-            wtx.open_table(OBJECTS)?;
-            wtx.open_table(CHANGES)?;
-            let rv = wtx.open_table(META)?.get(META_RV)?.map(|g| g.value()).unwrap_or(0);
-            wtx.commit()?;
-            rv
-        };
+        let current_rv = current_rv(&db.begin_read()?)?;
         // The ring never reaches further back than the persisted log, so whether a version has
         // expired does not depend on which of the two serves it.
         let ring_capacity = options.ring_capacity.min(options.change_log_capacity.try_into().unwrap_or(usize::MAX));
@@ -138,7 +159,7 @@ impl Store {
 
     pub fn get(&self, key: &str) -> Result<Option<Value>, StoreError> {
         let rtx = self.db.begin_read()?;
-        let table = rtx.open_table(OBJECTS)?;
+        let Some(table) = read_table(&rtx, OBJECTS)? else { return Ok(None) };
         let bytes = table.get(key)?;
         bytes.map(|b| decode(key, b.value())).transpose()
     }
@@ -152,11 +173,35 @@ impl Store {
         limit: usize,
         keep: &dyn Fn(&Value) -> bool,
     ) -> Result<ListPage, StoreError> {
+        let (items, resource_version, continue_after) = self.scan(prefix, start_after, limit, |key, bytes| {
+            let obj = decode(key, bytes)?;
+            Ok(keep(&obj).then_some(obj))
+        })?;
+        Ok(ListPage { items, resource_version, continue_after })
+    }
+
+    /// Like [`Store::list`] without a filter, returning the stored JSON bytes as they are: a list
+    /// reply can be assembled without parsing a single object.
+    pub fn list_raw(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<RawListPage, StoreError> {
+        let (items, resource_version, continue_after) =
+            self.scan(prefix, start_after, limit, |_, bytes| Ok(Some(bytes.to_vec())))?;
+        Ok(RawListPage { items, resource_version, continue_after })
+    }
+
+    /// Walks the keys under `prefix` in one read snapshot; `take` maps an entry to an item or
+    /// skips it. Returns the items, the snapshot's resourceVersion and the continue key.
+    fn scan<T>(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        mut take: impl FnMut(&str, &[u8]) -> Result<Option<T>, StoreError>,
+    ) -> Result<(Vec<T>, u64, Option<String>), StoreError> {
         let rtx = self.db.begin_read()?;
-        let rv = rtx.open_table(META)?.get(META_RV)?.map(|g| g.value()).unwrap_or(0);
-        let table = rtx.open_table(OBJECTS)?;
-        let mut page = ListPage { resource_version: rv, ..ListPage::default() };
-        let mut last_included: Option<String> = None;
+        let rv = current_rv(&rtx)?;
+        let Some(table) = read_table(&rtx, OBJECTS)? else { return Ok((Vec::new(), rv, None)) };
+        let mut items = Vec::new();
+        let mut last_taken: Option<String> = None;
         let start = start_after.unwrap_or(prefix);
         for entry in table.range(start..)? {
             let (key, value) = entry?;
@@ -167,19 +212,15 @@ impl Store {
             if Some(key) == start_after {
                 continue;
             }
-            let obj = decode(key, value.value())?;
-            if !keep(&obj) {
-                continue;
-            }
-            if limit > 0 && page.items.len() == limit {
+            let Some(item) = take(key, value.value())? else { continue };
+            if limit > 0 && items.len() == limit {
                 // A further match exists: the page is cut after the last item it holds.
-                page.continue_after = last_included;
-                break;
+                return Ok((items, rv, last_taken));
             }
-            page.items.push(obj);
-            last_included = Some(key.to_string());
+            items.push(item);
+            last_taken = Some(key.to_string());
         }
-        Ok(page)
+        Ok((items, rv, None))
     }
 
     /// Changes committed after `rv`, oldest first. `Expired` when they left the log.
@@ -188,7 +229,13 @@ impl Store {
             return Ok(events);
         }
         let rtx = self.db.begin_read()?;
-        let table = rtx.open_table(CHANGES)?;
+        let Some(table) = read_table(&rtx, CHANGES)? else {
+            return if rv >= self.hub.latest() {
+                Ok(Vec::new())
+            } else {
+                Err(StoreError::Expired { requested: rv, oldest: 1 })
+            };
+        };
         let oldest = table.first()?.map(|(k, _)| k.value());
         let latest = self.hub.latest();
         match oldest {

@@ -3,7 +3,7 @@
 //! visible or acknowledged before it is durable.
 
 use crate::hub::{Event, EventType, Hub};
-use crate::{decode, StoreError, CHANGES, META, META_RV, OBJECTS};
+use crate::{decode, StoreError, CHANGES, OBJECTS};
 use redb::{Database, ReadableTable, WriteTransaction};
 use serde_json::Value;
 use std::sync::mpsc::{Receiver, Sender};
@@ -230,7 +230,8 @@ fn commit_batch(
         for event in &events {
             changes.insert(event.resource_version, event.encode().as_slice())?;
         }
-        let cutoff = new_rv.saturating_sub(log_capacity);
+        // Pruning keeps at least the newest entry: its key is the current resourceVersion.
+        let cutoff = new_rv.saturating_sub(log_capacity.max(1));
         loop {
             let first = changes.first()?.map(|(k, _)| k.value());
             match first {
@@ -240,7 +241,6 @@ fn commit_batch(
                 _ => break,
             }
         }
-        wtx.open_table(META)?.insert(META_RV, new_rv)?;
     }
     wtx.commit()?;
     Ok((new_rv, events.into_iter().map(Arc::new).collect()))
