@@ -300,7 +300,7 @@ mod tests {
         let mut obj = json!({"spec": {"size": "big", "mode": "c", "port": "http"}});
         let findings = walk_plain(&schema, &mut obj, Walk { prune: false, check_types: true });
         let fields: Vec<&str> = findings.causes.iter().map(|c| c.field.as_str()).collect();
-        assert_eq!(fields, vec!["spec.size", "spec.mode"]);
+        assert_eq!(fields, vec!["spec.mode", "spec.size"]);
         let mut obj = json!({"spec": {"size": 9, "mode": "a"}});
         let findings = walk_plain(&schema, &mut obj, Walk { prune: false, check_types: true });
         assert_eq!(findings.causes.len(), 1);

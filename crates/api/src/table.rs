@@ -448,13 +448,25 @@ fn event_cells(obj: &Value) -> Vec<Value> {
 }
 
 /// One table row: cells plus the object reference kubectl uses for `-A`, `--show-labels`, `-L`.
-pub fn row(rt: &ResourceType, obj: &Value, include_object: &str) -> Value {
+/// Takes the object by value: its metadata moves into the row instead of being copied. (The
+/// rows are built with maps, not `json!`, which would deep-copy every interpolated value.)
+pub fn row(rt: &ResourceType, mut obj: Value, include_object: &str) -> Value {
+    let cells = cells(rt, &obj);
     let object = match include_object {
         "None" => Value::Null,
-        "Object" => obj.clone(),
-        _ => json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]}),
+        "Object" => obj,
+        _ => {
+            let mut partial = serde_json::Map::new();
+            partial.insert("kind".into(), Value::from("PartialObjectMetadata"));
+            partial.insert("apiVersion".into(), Value::from("meta.k8s.io/v1"));
+            partial.insert("metadata".into(), obj["metadata"].take());
+            Value::Object(partial)
+        }
     };
-    json!({"cells": cells(rt, obj), "object": object})
+    let mut row = serde_json::Map::new();
+    row.insert("cells".into(), Value::Array(cells));
+    row.insert("object".into(), object);
+    Value::Object(row)
 }
 
 #[cfg(test)]

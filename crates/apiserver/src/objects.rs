@@ -96,13 +96,9 @@ impl Ctx {
     /// Replies with one object, as a Table when kubectl asked for one.
     pub fn object_reply(&self, status: u16, obj: &Value, warnings: &[String]) -> Reply {
         let body = match self.shape {
-            Shape::Table => table(
-                &self.rt,
-                std::slice::from_ref(obj),
-                &self.query,
-                obj["metadata"]["resourceVersion"].clone(),
-                None,
-            ),
+            Shape::Table => {
+                table(&self.rt, vec![obj.clone()], &self.query, obj["metadata"]["resourceVersion"].clone(), None)
+            }
             Shape::Object => obj.clone(),
         };
         let mut reply = json_reply(status, &body);
@@ -280,9 +276,15 @@ fn list(ctx: &Ctx) -> Result<Reply, ApiError> {
     let rv = json!(page.resource_version.to_string());
     let token = page.continue_after.as_deref().map(encode_continue);
     let body = match ctx.shape {
-        Shape::Table => table(&ctx.rt, &page.items, &ctx.query, rv, token),
-        Shape::Object => json!({"kind": format!("{}List", ctx.rt.kind), "apiVersion": ctx.rt.api_version(),
-                                "metadata": list_metadata(rv, token), "items": page.items}),
+        Shape::Table => table(&ctx.rt, page.items, &ctx.query, rv, token),
+        Shape::Object => {
+            let mut list = serde_json::Map::new();
+            list.insert("kind".into(), json!(format!("{}List", ctx.rt.kind)));
+            list.insert("apiVersion".into(), json!(ctx.rt.api_version()));
+            list.insert("metadata".into(), list_metadata(rv, token));
+            list.insert("items".into(), Value::Array(page.items));
+            Value::Object(list)
+        }
     };
     Ok(json_reply(200, &body))
 }
@@ -315,11 +317,17 @@ fn raw_list_reply(rt: &ResourceType, rv: u64, token: Option<String>, items: &[Ve
 }
 
 /// A `meta.k8s.io/v1 Table` of objects.
-pub fn table(rt: &ResourceType, items: &[Value], query: &Query, rv: Value, token: Option<String>) -> Value {
+pub fn table(rt: &ResourceType, items: Vec<Value>, query: &Query, rv: Value, token: Option<String>) -> Value {
     let include = query.get("includeObject").unwrap_or("Metadata");
-    let rows: Vec<Value> = items.iter().map(|obj| api::table::row(rt, obj, include)).collect();
-    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": list_metadata(rv, token),
-           "columnDefinitions": api::table::columns(rt), "rows": rows})
+    let rows: Vec<Value> = items.into_iter().map(|obj| api::table::row(rt, obj, include)).collect();
+    // Built with a map, not `json!`, which would deep-copy the rows.
+    let mut table = serde_json::Map::new();
+    table.insert("kind".into(), json!("Table"));
+    table.insert("apiVersion".into(), json!("meta.k8s.io/v1"));
+    table.insert("metadata".into(), list_metadata(rv, token));
+    table.insert("columnDefinitions".into(), Value::Array(api::table::columns(rt)));
+    table.insert("rows".into(), Value::Array(rows));
+    Value::Object(table)
 }
 
 fn check_body_identity(ctx: &Ctx, obj: &Value) -> Result<(), ApiError> {

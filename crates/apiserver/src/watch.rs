@@ -145,7 +145,7 @@ impl Stream {
             Shape::Table => {
                 let mut t = table(
                     &self.ctx.rt,
-                    std::slice::from_ref(obj),
+                    vec![obj.clone()],
                     &self.ctx.query,
                     obj["metadata"]["resourceVersion"].clone(),
                     None,
