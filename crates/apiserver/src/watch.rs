@@ -107,12 +107,12 @@ impl Stream {
                 Err(StoreError::Expired { requested, oldest }) => {
                     let status =
                         ApiError::gone(format!("too old resource version: {requested} ({oldest})")).to_status();
-                    self.line(&json!({"type": "ERROR", "object": status})).await;
+                    self.line("ERROR", &status).await;
                     return;
                 }
                 Err(e) => {
                     let status = ApiError::internal(format!("storage error: {e}")).to_status();
-                    self.line(&json!({"type": "ERROR", "object": status})).await;
+                    self.line("ERROR", &status).await;
                     return;
                 }
             }
@@ -141,25 +141,17 @@ impl Stream {
     }
 
     async fn send(&mut self, kind: &str, obj: &Value) -> bool {
-        let object = match self.ctx.shape {
-            Shape::Table => {
-                let mut t = table(
-                    &self.ctx.rt,
-                    vec![obj.clone()],
-                    &self.ctx.query,
-                    obj["metadata"]["resourceVersion"].clone(),
-                    None,
-                );
-                if !self.first_table {
-                    // Column definitions travel with the first event only, as upstream does.
-                    t["columnDefinitions"] = json!([]);
-                }
-                self.first_table = false;
-                t
-            }
-            Shape::Object => obj.clone(),
-        };
-        self.line(&json!({"type": kind, "object": object})).await
+        if self.ctx.shape == Shape::Object {
+            return self.line(kind, obj).await;
+        }
+        let rv = obj["metadata"]["resourceVersion"].clone();
+        let mut table = table(&self.ctx.rt, vec![obj.clone()], &self.ctx.query, rv, None);
+        if !self.first_table {
+            // Column definitions travel with the first event only, as upstream does.
+            table["columnDefinitions"] = json!([]);
+        }
+        self.first_table = false;
+        self.line(kind, &table).await
     }
 
     async fn bookmark(&mut self, rv: u64, initial_events_end: bool) -> bool {
@@ -168,12 +160,20 @@ impl Stream {
             metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
         let object = json!({"kind": self.ctx.rt.kind, "apiVersion": self.ctx.rt.api_version(), "metadata": metadata});
-        self.line(&json!({"type": "BOOKMARK", "object": object})).await
+        self.line("BOOKMARK", &object).await
     }
 
-    async fn line(&mut self, value: &Value) -> bool {
-        let mut bytes = serde_json::to_vec(value).unwrap_or_default();
-        bytes.push(b'\n');
+    /// Sends one event line, `type` first as Kubernetes writes it; the object is serialized
+    /// straight from the stored value, never copied.
+    async fn line(&mut self, kind: &str, object: &Value) -> bool {
+        let mut bytes = Vec::with_capacity(256);
+        bytes.extend_from_slice(b"{\"type\":\"");
+        bytes.extend_from_slice(kind.as_bytes());
+        bytes.extend_from_slice(b"\",\"object\":");
+        if serde_json::to_writer(&mut bytes, object).is_err() {
+            return false;
+        }
+        bytes.extend_from_slice(b"}\n");
         self.tx.send(Bytes::from(bytes)).await.is_ok()
     }
 }

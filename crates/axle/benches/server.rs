@@ -125,7 +125,8 @@ fn watch_fan_out(server: &Server, watchers: usize, writes: usize) -> (usize, f64
             let reader = BufReader::new(stream);
             let mut seen = 0;
             for line in reader.lines().map_while(Result::ok) {
-                if line.starts_with("{\"type\":\"ADDED\"") {
+                let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                if event["type"] == "ADDED" {
                     seen += 1;
                     if seen == writes {
                         break;
