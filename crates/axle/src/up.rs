@@ -57,13 +57,15 @@ pub async fn run(data_dir: PathBuf, listen: std::net::SocketAddr) -> anyhow::Res
     processes.0.push(("server".into(), server));
     wait_for_file(&kubeconfig, &mut processes).await?;
 
-    let client = client::Client::new(client::Config::from_kubeconfig(&kubeconfig)?);
+    let config = client::Config::from_kubeconfig(&kubeconfig)?;
+    let server_url = config.server.clone();
+    let client = client::Client::new(config);
     for (file, text) in EXAMPLES {
         for manifest in client::parse_manifests(text).map_err(|e| anyhow::anyhow!("examples/{file}: {e}"))? {
             client.apply(&manifest, "axle-up").await.with_context(|| format!("cannot apply examples/{file}"))?;
         }
     }
-    println!("Axle is up: the car's API server runs at http://{listen}.");
+    println!("Axle is up: the car's API server runs at {server_url}.");
     println!();
     println!("  export KUBECONFIG={}", kubeconfig.display());
     println!("  kubectl get namespaces");

@@ -1,0 +1,55 @@
+//! `axle up`, the main job: the simulated car starts, serves the sample workloads, and stops
+//! cleanly on Ctrl-C.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use support::{axle_bin, wait_for};
+
+#[test]
+fn up_starts_the_car_with_sample_workloads_and_stops_on_ctrl_c() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut up = Command::new(axle_bin())
+        .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("axle up starts");
+    let stdout = up.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let banner = wait_for("axle up to report the car is up", Duration::from_secs(30), || {
+        rx.try_recv().ok().filter(|l| l.starts_with("Axle is up"))
+    });
+    assert!(banner.contains("http://127.0.0.1:"), "{banner}");
+    let kubeconfig = dir.path().join("server/admin.kubeconfig");
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["get", "deployments", "-n", "car", "-o", "name"])
+        .output()
+        .expect("kubectl runs");
+    let names = String::from_utf8_lossy(&out.stdout);
+    assert!(names.contains("deployment.apps/nav") && names.contains("deployment.apps/map-store"), "{names}");
+    // Ctrl-C: everything stops, the exit is clean.
+    let _ = Command::new("kill").args(["-INT", &up.id().to_string()]).status();
+    let status = up.wait().expect("axle up exits");
+    assert!(status.success(), "{status:?}");
+    let server_gone = std::fs::read_to_string(&kubeconfig)
+        .ok()
+        .and_then(|k| {
+            k.lines()
+                .find(|l| l.contains("server:"))
+                .map(|l| l.trim().trim_start_matches("server: http://").to_string())
+        })
+        .map(|addr| std::net::TcpStream::connect(addr).is_err())
+        .unwrap_or(false);
+    assert!(server_gone, "the server process stopped with axle up");
+}
