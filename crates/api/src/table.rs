@@ -130,57 +130,29 @@ pub fn cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
         (false, "Pod") => pod_cells(obj, name, created),
         (false, "Node") => node_cells(obj, name, created),
         (false, "Deployment") => {
-            let (containers, images) = containers_and_images(&spec["template"]["spec"]);
-            vec![
-                name,
-                json!(format!(
-                    "{}/{}",
-                    status["readyReplicas"].as_i64().unwrap_or(0),
-                    spec["replicas"].as_i64().unwrap_or(0)
-                )),
-                num(&status["updatedReplicas"]),
-                num(&status["availableReplicas"]),
-                json!(created),
-                json!(containers),
-                json!(images),
-                json!(selector_string(&spec["selector"])),
-            ]
+            let ready =
+                format!("{}/{}", status["readyReplicas"].as_i64().unwrap_or(0), spec["replicas"].as_i64().unwrap_or(0));
+            let mut row = vec![name, json!(ready), num(&status["updatedReplicas"]), num(&status["availableReplicas"])];
+            row.extend(workload_tail(spec, created));
+            row
         }
         (false, "ReplicaSet") => {
-            let (containers, images) = containers_and_images(&spec["template"]["spec"]);
-            vec![
-                name,
-                num(&spec["replicas"]),
-                num(&status["replicas"]),
-                num(&status["readyReplicas"]),
-                json!(created),
-                json!(containers),
-                json!(images),
-                json!(selector_string(&spec["selector"])),
-            ]
+            let mut row = vec![name, num(&spec["replicas"]), num(&status["replicas"]), num(&status["readyReplicas"])];
+            row.extend(workload_tail(spec, created));
+            row
         }
         (false, "DaemonSet") => {
-            let (containers, images) = containers_and_images(&spec["template"]["spec"]);
-            let node_selector = spec["template"]["spec"]["nodeSelector"]
-                .as_object()
-                .map(|m| {
-                    m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(",")
-                })
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| "<none>".into());
-            vec![
+            let mut row = vec![
                 name,
                 num(&status["desiredNumberScheduled"]),
                 num(&status["currentNumberScheduled"]),
                 num(&status["numberReady"]),
                 num(&status["updatedNumberScheduled"]),
                 num(&status["numberAvailable"]),
-                json!(node_selector),
-                json!(created),
-                json!(containers),
-                json!(images),
-                json!(selector_string(&spec["selector"])),
-            ]
+                json!(map_string(&spec["template"]["spec"]["nodeSelector"])),
+            ];
+            row.extend(workload_tail(spec, created));
+            row
         }
         (false, "Service") => {
             let ports: Vec<String> = spec["ports"]
@@ -196,13 +168,7 @@ pub fn cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
                     }
                 })
                 .collect();
-            let selector = spec["selector"]
-                .as_object()
-                .map(|m| {
-                    m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(",")
-                })
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| "<none>".into());
+            let selector = map_string(&spec["selector"]);
             vec![
                 name,
                 json!(spec["type"].as_str().unwrap_or("ClusterIP")),
@@ -274,6 +240,20 @@ pub fn simple_json_path(obj: &Value, path: &str) -> Value {
         }
     }
     current.clone()
+}
+
+/// The AGE, CONTAINERS, IMAGES and SELECTOR cells that end the rows of workload controllers.
+fn workload_tail(spec: &Value, created: String) -> [Value; 4] {
+    let (containers, images) = containers_and_images(&spec["template"]["spec"]);
+    [json!(created), json!(containers), json!(images), json!(selector_string(&spec["selector"]))]
+}
+
+/// A string map as kubectl prints it (`a=1,b=2`), `<none>` when empty.
+fn map_string(map: &Value) -> String {
+    map.as_object()
+        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "<none>".into())
 }
 
 fn containers_and_images(pod_spec: &Value) -> (String, String) {
