@@ -27,6 +27,11 @@ pub fn parse_time(value: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(value).ok().map(|t| t.with_timezone(&Utc))
 }
 
+/// Milliseconds elapsed since an RFC 3339 timestamp (negative if it lies in the future).
+pub fn millis_since(timestamp: &str) -> Option<i64> {
+    parse_time(timestamp).map(|t| (Utc::now() - t).num_milliseconds())
+}
+
 /// Why `name` is not a DNS-1123 subdomain (lowercase alphanumerics, `-`, `.`, ≤ 253), if it is not.
 pub fn dns_subdomain_error(name: &str) -> Option<String> {
     if name.len() > 253 {
@@ -154,6 +159,15 @@ pub fn age(timestamp: &Value) -> String {
     match timestamp.as_str().and_then(parse_time) {
         Some(t) => human_duration((Utc::now() - t).num_seconds()),
         None => "<unknown>".into(),
+    }
+}
+
+/// The machine's architecture as Go (and so Kubernetes) names it: `amd64`, `arm64`, …
+pub fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
     }
 }
 

@@ -23,19 +23,9 @@ pub fn version() -> Reply {
             "buildDate": "1970-01-01T00:00:00Z",
             "goVersion": "n/a (axle is written in Rust)",
             "compiler": "rustc",
-            "platform": format!("{}/{}", std::env::consts::OS, go_arch()),
+            "platform": format!("{}/{}", std::env::consts::OS, api::meta::go_arch()),
         }),
     )
-}
-
-/// The architecture as Go names it (kubectl and dashboards show it).
-pub fn go_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "arm" => "arm",
-        other => other,
-    }
 }
 
 pub fn core_versions(state: &State) -> Reply {

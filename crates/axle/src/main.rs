@@ -20,10 +20,37 @@ struct Cli {
 enum Command {
     /// Run the Kubernetes-compatible API server with its embedded store.
     Server(ServerArgs),
-    /// Run a whole simulated car on this machine (server and sample workloads).
+    /// Run the node agent of one computer of the car (registers its Node, heartbeats a Lease).
+    Agent(AgentArgs),
+    /// Run a whole simulated car on this machine (server, agents and sample workloads).
     Up(UpArgs),
     /// Create or update objects from manifest files (server-side apply).
     Apply(ApplyArgs),
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// URL of the API server (e.g. http://127.0.0.1:6443).
+    #[arg(long, required_unless_present = "kubeconfig")]
+    server: Option<String>,
+    /// File with the bootstrap token (the server writes DATA_DIR/node-token).
+    #[arg(long, requires = "server")]
+    token_file: Option<PathBuf>,
+    /// A kubeconfig instead of --server/--token-file.
+    #[arg(long, conflicts_with = "server")]
+    kubeconfig: Option<PathBuf>,
+    /// The name of this computer's Node.
+    #[arg(long)]
+    node_name: String,
+    /// Where the agent keeps its local state.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Extra node labels, `key=value,key=value`.
+    #[arg(long, default_value = "")]
+    labels: String,
+    /// Seconds between lease renewals.
+    #[arg(long, default_value_t = 10)]
+    heartbeat_seconds: u64,
 }
 
 #[derive(clap::Args)]
@@ -58,6 +85,9 @@ struct ServerArgs {
     /// Changes kept for watches to resume from; older resourceVersions get 410 Expired.
     #[arg(long, default_value_t = store::Options::default().change_log_capacity)]
     change_log_capacity: u64,
+    /// Seconds without a lease renewal after which a node is marked NotReady.
+    #[arg(long, default_value_t = 40)]
+    node_grace_seconds: u64,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -115,6 +145,7 @@ fn main() -> anyhow::Result<()> {
     init_logging();
     match cli.command {
         Command::Server(args) => run_server(args, started),
+        Command::Agent(args) => single_threaded()?.block_on(run_agent(args)),
         Command::Up(args) => {
             let data_dir = args.data_dir.unwrap_or_else(|| user_data_dir().join("axle-up"));
             single_threaded()?.block_on(up::run(data_dir, args.listen))
@@ -132,6 +163,52 @@ fn single_threaded() -> anyhow::Result<tokio::runtime::Runtime> {
 fn kubeconfig_path(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     flag.or_else(|| std::env::var_os("KUBECONFIG").map(PathBuf::from))
         .context("no kubeconfig: pass --kubeconfig or set KUBECONFIG (axle server writes DATA_DIR/admin.kubeconfig)")
+}
+
+async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
+    let config = match (&args.kubeconfig, &args.server) {
+        (Some(path), _) => client::Config::from_kubeconfig(path)?,
+        (None, Some(server)) => {
+            let token = match &args.token_file {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read the token file {}", path.display()))?
+                        .trim()
+                        .to_string(),
+                ),
+                None => None,
+            };
+            client::Config { server: server.trim_end_matches('/').to_string(), token, namespace: "default".into() }
+        }
+        (None, None) => anyhow::bail!("pass --server (with --token-file) or --kubeconfig"),
+    };
+    let mut labels = std::collections::BTreeMap::new();
+    for pair in args.labels.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').with_context(|| format!("--labels: {pair:?} is not key=value"))?;
+        labels.insert(k.to_string(), v.to_string());
+    }
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    let agent = agent::Agent::new(
+        agent::Config {
+            node_name: args.node_name,
+            labels,
+            data_dir: args.data_dir,
+            heartbeat: std::time::Duration::from_secs(args.heartbeat_seconds.max(1)),
+        },
+        client::Client::new(config),
+    )?;
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let run = agent.run(shutdown);
+    tokio::pin!(run);
+    tokio::select! {
+        result = &mut run => result?,
+        signal = wait_for_signal() => {
+            signal?;
+            let _ = stop.send(true);
+            run.await?;
+        }
+    }
+    Ok(())
 }
 
 async fn apply(args: ApplyArgs) -> anyhow::Result<()> {
@@ -189,6 +266,13 @@ fn run_server(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
             store: store::Options { change_log_capacity: args.change_log_capacity.max(1), ..store::Options::default() },
         };
         let server = apiserver::start(config).await?;
+        let (stop_controllers, controllers_shutdown) = tokio::sync::watch::channel(false);
+        let own_client = client::Client::new(client::Config::from_kubeconfig(&server.kubeconfig)?);
+        let lifecycle = controllers::node_lifecycle::Options {
+            grace: std::time::Duration::from_secs(args.node_grace_seconds),
+            ..Default::default()
+        };
+        tokio::spawn(controllers::node_lifecycle::run(own_client, lifecycle, controllers_shutdown));
         release_freed_memory();
         tracing::info!(
             address = %format!("http://{}", server.local_addr),
@@ -198,6 +282,7 @@ fn run_server(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
         );
         wait_for_signal().await?;
         tracing::info!("shutting down");
+        let _ = stop_controllers.send(true);
         server.shutdown().await;
         Ok(())
     })

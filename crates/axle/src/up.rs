@@ -1,6 +1,6 @@
 //! `axle up`: a whole simulated car on this machine, as separate processes, on embedded
-//! defaults — the first thing a new user runs. Today: the API server with the sample manifests
-//! of `examples/` applied. Ctrl-C stops everything.
+//! defaults — the first thing a new user runs: the API server, one agent per simulated
+//! computer (`hpc-1`, `hpc-2`), and the sample manifests of `examples/`. Ctrl-C stops everything.
 
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
@@ -13,6 +13,9 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("20-config.yaml", include_str!("../../../examples/20-config.yaml")),
     ("30-nav.yaml", include_str!("../../../examples/30-nav.yaml")),
 ];
+
+/// The simulated car's Linux computers, one agent each.
+const NODES: &[&str] = &["hpc-1", "hpc-2"];
 
 /// Child processes, stopped (SIGTERM, then SIGKILL) when dropped.
 struct Processes(Vec<(String, Child)>);
@@ -59,6 +62,23 @@ pub async fn run(data_dir: PathBuf, listen: std::net::SocketAddr) -> anyhow::Res
 
     let config = client::Config::from_kubeconfig(&kubeconfig)?;
     let server_url = config.server.clone();
+    let token_file = path_str(&server_dir.join("node-token"));
+    for node in NODES {
+        let agent_dir = path_str(&data_dir.join(node));
+        let args = [
+            "agent",
+            "--server",
+            &server_url,
+            "--token-file",
+            &token_file,
+            "--node-name",
+            node,
+            "--data-dir",
+            &agent_dir,
+        ];
+        let agent = spawn(&me, &data_dir, node, &args)?;
+        processes.0.push((node.to_string(), agent));
+    }
     let client = client::Client::new(config);
     for (file, text) in EXAMPLES {
         for manifest in client::parse_manifests(text).map_err(|e| anyhow::anyhow!("examples/{file}: {e}"))? {
@@ -68,7 +88,7 @@ pub async fn run(data_dir: PathBuf, listen: std::net::SocketAddr) -> anyhow::Res
     println!("Axle is up: the car's API server runs at {server_url}.");
     println!();
     println!("  export KUBECONFIG={}", kubeconfig.display());
-    println!("  kubectl get namespaces");
+    println!("  kubectl get nodes -o wide");
     println!("  kubectl get deployments -n car -o wide");
     println!("  kubectl explain deployment.spec");
     println!();

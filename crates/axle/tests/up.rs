@@ -38,6 +38,17 @@ fn up_starts_the_car_with_sample_workloads_and_stops_on_ctrl_c() {
         .expect("kubectl runs");
     let names = String::from_utf8_lossy(&out.stdout);
     assert!(names.contains("deployment.apps/nav") && names.contains("deployment.apps/map-store"), "{names}");
+    let nodes = wait_for("both simulated computers to register", Duration::from_secs(30), || {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["get", "nodes", "--no-headers"])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (text.lines().filter(|l| l.split_whitespace().nth(1) == Some("Ready")).count() == 2).then_some(text)
+    });
+    assert!(nodes.contains("hpc-1") && nodes.contains("hpc-2"), "{nodes}");
     // Ctrl-C: everything stops, the exit is clean.
     let _ = Command::new("kill").args(["-INT", &up.id().to_string()]).status();
     let status = up.wait().expect("axle up exits");

@@ -156,11 +156,16 @@ impl Client {
 
     /// A JSON merge patch.
     pub async fn merge_patch(&self, path: &str, patch: &Value) -> Result<Value, ClientError> {
-        json(
-            &self
-                .request(Method::PATCH, path, "application/merge-patch+json", Some(patch.to_string().into_bytes()))
-                .await?,
-        )
+        self.patch(path, "application/merge-patch+json", patch).await
+    }
+
+    /// A strategic merge patch (built-in kinds: lists such as `status.conditions` merge by key).
+    pub async fn strategic_patch(&self, path: &str, patch: &Value) -> Result<Value, ClientError> {
+        self.patch(path, "application/strategic-merge-patch+json", patch).await
+    }
+
+    async fn patch(&self, path: &str, content_type: &str, patch: &Value) -> Result<Value, ClientError> {
+        json(&self.request(Method::PATCH, path, content_type, Some(patch.to_string().into_bytes())).await?)
     }
 
     pub async fn delete(&self, path: &str) -> Result<Value, ClientError> {

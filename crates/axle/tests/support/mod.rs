@@ -206,3 +206,39 @@ pub fn python() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     root.join(".venv/bin/python3")
 }
+
+/// A running `axle agent` process for one node.
+pub struct Agent {
+    pub child: Child,
+    pub node: String,
+}
+
+impl Agent {
+    /// Starts an agent against `server` with a fast heartbeat (tests run with short grace periods).
+    pub fn start(server: &Server, node: &str, heartbeat_seconds: u32) -> Agent {
+        let dir = server.data_dir().join(format!("agent-{node}"));
+        let log = std::fs::File::create(server.data_dir().join(format!("agent-{node}.log"))).expect("log file");
+        let child = Command::new(axle_bin())
+            .args(["agent", "--server", &format!("http://{}", server.addr), "--token-file"])
+            .arg(server.data_dir().join("node-token"))
+            .args(["--node-name", node, "--heartbeat-seconds", &heartbeat_seconds.to_string(), "--data-dir"])
+            .arg(dir)
+            .env("AXLE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("axle agent starts");
+        Agent { child, node: node.to_string() }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

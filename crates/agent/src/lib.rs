@@ -1,0 +1,20 @@
+//! The node agent: the kubelet role of Axle, one per Linux computer of the car.
+//!
+//! Today it makes its computer a Node of the car's API: it registers the Node (capacity from
+//! the machine, addresses, node info, labels), renews a Lease in `kube-node-lease` so the
+//! server knows it is alive, and reports itself Ready. Running pods comes next, through the
+//! same loop. Like every Axle component it only talks to the API: what it knows it read from
+//! the API, what it reports it wrote there.
+
+mod machine;
+mod node;
+
+pub use node::{Agent, Config};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Api(#[from] client::ClientError),
+    #[error("{0}")]
+    Config(String),
+}

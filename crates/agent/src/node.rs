@@ -1,0 +1,139 @@
+//! Node registration and heartbeat.
+
+use crate::machine::{address_towards, Machine};
+use crate::AgentError;
+use api::meta::{now_micro_rfc3339, now_rfc3339};
+use client::Client;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Where the agent stands. These names are a contract with tools outside this repository.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_name: String,
+    pub labels: BTreeMap<String, String>,
+    pub data_dir: std::path::PathBuf,
+    /// How often the Lease is renewed.
+    pub heartbeat: Duration,
+}
+
+/// The lease duration announced to the server: how long the node counts as alive after a renewal.
+const LEASE_DURATION_SECONDS: u64 = 40;
+const FIELD_MANAGER: &str = "axle-agent";
+
+pub struct Agent {
+    config: Config,
+    client: Client,
+    machine: Machine,
+}
+
+impl Agent {
+    pub fn new(config: Config, client: Client) -> Result<Agent, AgentError> {
+        if let Some(why) = api::meta::dns_subdomain_error(&config.node_name) {
+            return Err(AgentError::Config(format!("invalid node name {:?}: {why}", config.node_name)));
+        }
+        Ok(Agent { config, client, machine: Machine::probe() })
+    }
+
+    /// Registers the node and keeps its lease fresh until `shutdown` fires. Connection losses
+    /// are retried with back-off: a car's agent outlives its server.
+    pub async fn run(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) -> Result<(), AgentError> {
+        let mut registered = false;
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let step = if registered { self.renew_lease().await } else { self.register().await };
+            match step {
+                Ok(()) => {
+                    if !registered {
+                        tracing::info!(node = %self.config.node_name, "node registered and ready");
+                    }
+                    registered = true;
+                    backoff = Duration::from_millis(200);
+                }
+                Err(e) => {
+                    if registered {
+                        tracing::warn!(node = %self.config.node_name, error = %e, "lost the API server; retrying");
+                    } else {
+                        tracing::debug!(error = %e, "cannot register yet; retrying");
+                    }
+                    // After a loss, report the node again: the server may have marked it NotReady.
+                    registered = false;
+                }
+            }
+            let wait = if registered { self.config.heartbeat } else { backoff };
+            backoff = (backoff * 2).min(self.config.heartbeat);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => return Ok(()),
+            }
+        }
+    }
+
+    /// Writes the Node (server-side apply: only the fields the agent owns) and its Lease.
+    async fn register(&self) -> Result<(), AgentError> {
+        let node = self.client.apply(&self.node_object(), FIELD_MANAGER).await?;
+        let uid = node["metadata"]["uid"].clone();
+        self.client.apply(&self.lease_object(Some(uid)), FIELD_MANAGER).await?;
+        Ok(())
+    }
+
+    async fn renew_lease(&self) -> Result<(), AgentError> {
+        let path = format!("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{}", self.config.node_name);
+        self.client.merge_patch(&path, &json!({"spec": {"renewTime": now_micro_rfc3339()}})).await?;
+        Ok(())
+    }
+
+    fn lease_object(&self, node_uid: Option<Value>) -> Value {
+        let name = &self.config.node_name;
+        let mut lease = json!({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": name, "namespace": "kube-node-lease"},
+            "spec": {"holderIdentity": name, "leaseDurationSeconds": LEASE_DURATION_SECONDS, "renewTime": now_micro_rfc3339()},
+        });
+        if let Some(uid) = node_uid {
+            lease["metadata"]["ownerReferences"] =
+                json!([{"apiVersion": "v1", "kind": "Node", "name": name, "uid": uid}]);
+        }
+        lease
+    }
+
+    fn node_object(&self) -> Value {
+        let name = &self.config.node_name;
+        let m = &self.machine;
+        let arch = api::meta::go_arch();
+        let mut labels: BTreeMap<String, String> = BTreeMap::new();
+        labels.insert("kubernetes.io/hostname".into(), name.clone());
+        labels.insert("kubernetes.io/os".into(), "linux".into());
+        labels.insert("kubernetes.io/arch".into(), arch.into());
+        labels.extend(self.config.labels.clone());
+        let capacity = json!({"cpu": m.cpus.to_string(), "memory": format!("{}Ki", m.memory_kib), "pods": "110"});
+        let mut addresses = vec![json!({"type": "Hostname", "address": name})];
+        if let Some(ip) = address_towards(&self.client.config().server) {
+            addresses.insert(0, json!({"type": "InternalIP", "address": ip.to_string()}));
+        }
+        let now = now_rfc3339();
+        json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name, "labels": labels},
+            "status": {
+                "capacity": capacity,
+                "allocatable": capacity,
+                "addresses": addresses,
+                "conditions": [{"type": "Ready", "status": "True", "reason": "AgentReady",
+                                "message": "axle agent is posting ready status",
+                                "lastHeartbeatTime": now, "lastTransitionTime": now}],
+                "nodeInfo": {
+                    "machineID": m.machine_id, "systemUUID": m.machine_id, "bootID": m.boot_id,
+                    "kernelVersion": m.kernel_version, "osImage": m.os_image,
+                    "containerRuntimeVersion": format!("axle://{}", env!("CARGO_PKG_VERSION")),
+                    "kubeletVersion": format!("v1.32.0-axle.{}", env!("CARGO_PKG_VERSION")),
+                    "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": arch,
+                },
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+            },
+        })
+    }
+}
