@@ -8,6 +8,8 @@
 
 mod machine;
 mod node;
+mod pods;
+mod supervisor;
 
 pub use node::{Agent, Config};
 

@@ -6,6 +6,7 @@ use api::meta::{now_micro_rfc3339, now_rfc3339};
 use client::Client;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Where the agent stands. These names are a contract with tools outside this repository.
@@ -24,7 +25,7 @@ const FIELD_MANAGER: &str = "axle-agent";
 
 pub struct Agent {
     config: Config,
-    client: Client,
+    client: Arc<Client>,
     machine: Machine,
 }
 
@@ -33,12 +34,26 @@ impl Agent {
         if let Some(why) = api::meta::dns_subdomain_error(&config.node_name) {
             return Err(AgentError::Config(format!("invalid node name {:?}: {why}", config.node_name)));
         }
-        Ok(Agent { config, client, machine: Machine::probe() })
+        Ok(Agent { config, client: Arc::new(client), machine: Machine::probe() })
+    }
+
+    /// Runs the node heartbeat and the pod loop until `shutdown` fires; then stops the pods.
+    pub async fn run(&self, shutdown: tokio::sync::watch::Receiver<bool>) -> Result<(), AgentError> {
+        let node_ip =
+            address_towards(&self.client.config().server).map_or_else(|| "127.0.0.1".to_string(), |ip| ip.to_string());
+        let pods = crate::pods::PodLoop::new(
+            self.client.clone(),
+            self.config.node_name.clone(),
+            self.config.data_dir.clone(),
+            node_ip,
+        );
+        let (heartbeat, ()) = tokio::join!(self.heartbeat(shutdown.clone()), pods.run(shutdown));
+        heartbeat
     }
 
     /// Registers the node and keeps its lease fresh until `shutdown` fires. Connection losses
     /// are retried with back-off: a car's agent outlives its server.
-    pub async fn run(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) -> Result<(), AgentError> {
+    async fn heartbeat(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) -> Result<(), AgentError> {
         let mut registered = false;
         let mut backoff = Duration::from_millis(200);
         loop {

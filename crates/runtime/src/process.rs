@@ -55,6 +55,18 @@ impl Container {
         if let Some(dir) = &spec.working_dir {
             command.current_dir(dir);
         }
+        // SAFETY: the closure runs in the forked child before exec and only calls prctl(2),
+        // which is async-signal-safe. It ties the container's life to the agent's: if the agent
+        // is killed, the container is too, and the restarted agent starts it again instead of
+        // finding an orphan it cannot supervise.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let mut child = command.spawn().map_err(|e| RuntimeError::Start {
             container: spec.name.clone(),
             command: spec.argv.join(" "),

@@ -1,0 +1,477 @@
+//! One pod on this node: starts its containers through the runtime its `runtimeClassName`
+//! names, restarts them by its `restartPolicy` with exponential back-off, reports the pod's
+//! status, and on deletion stops them gracefully and removes what the pod left.
+
+use client::Client;
+use runtime::{Container, ContainerSpec, Exit};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// Kubernetes' crash back-off: 10 s doubling to 5 min.
+const BACKOFF_BASE: Duration = Duration::from_secs(10);
+const BACKOFF_CAP: Duration = Duration::from_secs(300);
+const LOG_MAX_BYTES: u64 = 10 << 20;
+
+pub struct Supervisor {
+    client: Arc<Client>,
+    pod: Value,
+    data_dir: PathBuf,
+    node_ip: String,
+}
+
+pub struct SupervisorHandle {
+    pod: watch::Sender<Value>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SupervisorHandle {
+    /// Hands a newer version of the pod to its supervisor (e.g. deletion requested).
+    pub fn update(&self, pod: Value) {
+        self.pod.send_replace(pod);
+    }
+
+    /// Stops the pod's containers (the pod was removed from this node).
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    pub async fn stop_and_wait(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// What one container is doing, as the pod status reports it.
+#[derive(Debug, Clone, PartialEq)]
+enum State {
+    Waiting { reason: String, message: String },
+    Running { started_at: String, pid: i32 },
+    Terminated { exit: Exit, reason: String, started_at: String, finished_at: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct ContainerStatus {
+    state: State,
+    last: Option<State>,
+    restarts: u32,
+}
+
+impl Supervisor {
+    pub fn new(client: Arc<Client>, pod: Value, data_dir: PathBuf, node_ip: String) -> Supervisor {
+        Supervisor { client, pod, data_dir, node_ip }
+    }
+
+    pub fn spawn(self) -> SupervisorHandle {
+        let (pod_tx, pod_rx) = watch::channel(self.pod.clone());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(self.run(pod_rx, stop_rx));
+        SupervisorHandle { pod: pod_tx, stop: stop_tx, task }
+    }
+
+    fn pod_dir(&self) -> PathBuf {
+        let meta = &self.pod["metadata"];
+        self.data_dir.join("pods").join(format!(
+            "{}_{}_{}",
+            meta["namespace"].as_str().unwrap_or(""),
+            meta["name"].as_str().unwrap_or(""),
+            meta["uid"].as_str().unwrap_or("")
+        ))
+    }
+
+    fn status_path(&self) -> String {
+        format!(
+            "/api/v1/namespaces/{}/pods/{}",
+            self.pod["metadata"]["namespace"].as_str().unwrap_or(""),
+            self.pod["metadata"]["name"].as_str().unwrap_or("")
+        )
+    }
+
+    async fn run(self, mut pod_rx: watch::Receiver<Value>, mut stop_rx: watch::Receiver<bool>) {
+        let name = format!(
+            "{}/{}",
+            self.pod["metadata"]["namespace"].as_str().unwrap_or(""),
+            self.pod["metadata"]["name"].as_str().unwrap_or("")
+        );
+        let containers: Vec<Value> = self.pod["spec"]["containers"].as_array().cloned().unwrap_or_default();
+        let runtime = self.pod["spec"]["runtimeClassName"].as_str().unwrap_or("runc").to_string();
+        let mut statuses: Vec<ContainerStatus> = containers
+            .iter()
+            .map(|_| ContainerStatus { state: waiting("ContainerCreating", ""), last: None, restarts: 0 })
+            .collect();
+        let (events_tx, mut events_rx) = mpsc::channel::<(usize, ContainerStatus)>(32);
+        let (halt_tx, halt_rx) = watch::channel::<Option<Duration>>(None);
+        let mut runners = Vec::new();
+        match runtime.as_str() {
+            "process" => match self.resolve(&containers).await {
+                Ok(specs) => {
+                    let policy = self.pod["spec"]["restartPolicy"].as_str().unwrap_or("Always").to_string();
+                    for (index, spec) in specs.into_iter().enumerate() {
+                        let runner = run_container(
+                            index,
+                            spec,
+                            policy.clone(),
+                            name.clone(),
+                            events_tx.clone(),
+                            halt_rx.clone(),
+                        );
+                        runners.push(tokio::spawn(runner));
+                    }
+                }
+                Err(message) => {
+                    for s in &mut statuses {
+                        s.state = waiting("CreateContainerConfigError", &message);
+                    }
+                }
+            },
+            "runc" | "crun" => {
+                for s in &mut statuses {
+                    s.state = waiting(
+                        "RuntimeUnavailable",
+                        &format!(
+                            "the {runtime} runtime is not available on this agent yet; use runtimeClassName: process"
+                        ),
+                    );
+                }
+            }
+            other => {
+                for s in &mut statuses {
+                    s.state = waiting(
+                        "RuntimeClassNotFound",
+                        &format!("runtimeClassName {other:?} is not one of runc, crun, process"),
+                    );
+                }
+            }
+        }
+        drop(events_tx);
+        tracing::info!(pod = %name, %runtime, "pod started on this node");
+        let mut last_written: Option<Value> = None;
+        let mut terminating = false;
+        loop {
+            let status = self.pod_status(&containers, &statuses);
+            if last_written.as_ref() != Some(&status) {
+                match self
+                    .client
+                    .merge_patch(&format!("{}/status", self.status_path()), &json!({"status": status}))
+                    .await
+                {
+                    Ok(_) => last_written = Some(status),
+                    Err(e) if e.is_not_found() => break,
+                    Err(e) => tracing::debug!(pod = %name, error = %e, "cannot report pod status yet"),
+                }
+            }
+            let deleting = pod_rx.borrow().get("metadata").and_then(|m| m.get("deletionTimestamp")).is_some();
+            if deleting && !terminating {
+                terminating = true;
+                let grace = grace_period(&pod_rx.borrow());
+                tracing::info!(pod = %name, grace_seconds = grace.as_secs(), "pod deleted; stopping its containers");
+                let _ = halt_tx.send(Some(grace));
+            }
+            if terminating && runners.iter().all(|r| r.is_finished()) {
+                // Drain the final states, then let the API server forget the pod.
+                while let Ok((i, s)) = events_rx.try_recv() {
+                    statuses[i] = s;
+                }
+                let _ = std::fs::remove_dir_all(self.pod_dir());
+                match self.client.delete(&format!("{}?gracePeriodSeconds=0", self.status_path())).await {
+                    Ok(_) => tracing::info!(pod = %name, "pod stopped and removed"),
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => tracing::warn!(pod = %name, error = %e, "cannot confirm the pod's deletion; retrying"),
+                }
+                break;
+            }
+            tokio::select! {
+                event = events_rx.recv(), if !runners.is_empty() => {
+                    if let Some((i, s)) = event {
+                        statuses[i] = s;
+                    }
+                }
+                changed = pod_rx.changed() => if changed.is_err() { break },
+                _ = stop_rx.changed() => {
+                    let _ = halt_tx.send(Some(grace_period(&pod_rx.borrow())));
+                    for runner in runners {
+                        let _ = runner.await;
+                    }
+                    let _ = std::fs::remove_dir_all(self.pod_dir());
+                    return;
+                }
+                // Retry a status write that failed (server unreachable).
+                _ = tokio::time::sleep(Duration::from_secs(10)), if last_written.is_none() => {}
+            }
+        }
+        let _ = halt_tx.send(Some(Duration::ZERO));
+        for runner in runners {
+            let _ = runner.await;
+        }
+    }
+
+    /// Resolves the containers' command, environment (including `valueFrom` ConfigMap and
+    /// Secret keys) and log file. The error names the container and the missing piece.
+    async fn resolve(&self, containers: &[Value]) -> Result<Vec<ContainerSpec>, String> {
+        let namespace = self.pod["metadata"]["namespace"].as_str().unwrap_or("default");
+        let mut specs = Vec::new();
+        for c in containers {
+            let name = c["name"].as_str().unwrap_or("").to_string();
+            let strings = |v: &Value| -> Vec<String> {
+                v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(String::from)).collect()
+            };
+            let mut argv = strings(&c["command"]);
+            argv.extend(strings(&c["args"]));
+            if argv.is_empty() {
+                argv.push(c["image"].as_str().unwrap_or("").to_string());
+            }
+            let mut env = vec![
+                ("PATH".to_string(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()),
+                ("HOSTNAME".to_string(), self.pod["metadata"]["name"].as_str().unwrap_or("").to_string()),
+            ];
+            for e in c["env"].as_array().into_iter().flatten() {
+                let key = e["name"].as_str().unwrap_or("").to_string();
+                let value = match (&e["value"], &e["valueFrom"]) {
+                    (Value::String(v), _) => v.clone(),
+                    (_, from) if from.is_object() => self
+                        .value_from(namespace, from)
+                        .await
+                        .map_err(|why| format!("container {name:?}: env {key}: {why}"))?,
+                    _ => String::new(),
+                };
+                env.push((key, value));
+            }
+            specs.push(ContainerSpec {
+                log_path: self.pod_dir().join(&name).join("0.log"),
+                name,
+                argv,
+                env,
+                working_dir: c["workingDir"].as_str().map(PathBuf::from),
+                log_max_bytes: LOG_MAX_BYTES,
+            });
+        }
+        Ok(specs)
+    }
+
+    async fn value_from(&self, namespace: &str, from: &Value) -> Result<String, String> {
+        let (kind, reference) = if from["configMapKeyRef"].is_object() {
+            ("configmaps", &from["configMapKeyRef"])
+        } else if from["secretKeyRef"].is_object() {
+            ("secrets", &from["secretKeyRef"])
+        } else if from["fieldRef"].is_object() {
+            let path = from["fieldRef"]["fieldPath"].as_str().unwrap_or("");
+            return Ok(api::selector::field_value(&self.pod, path));
+        } else {
+            return Err("unsupported valueFrom".into());
+        };
+        let name = reference["name"].as_str().unwrap_or("");
+        let key = reference["key"].as_str().unwrap_or("");
+        let optional = reference["optional"].as_bool() == Some(true);
+        let object = match self.client.get(&format!("/api/v1/namespaces/{namespace}/{kind}/{name}")).await {
+            Ok(o) => o,
+            Err(e) if optional && e.is_not_found() => return Ok(String::new()),
+            Err(e) => return Err(format!("{kind} {name:?}: {e}")),
+        };
+        let value = &object["data"][key];
+        match (kind, value.as_str()) {
+            ("secrets", Some(encoded)) => {
+                decode_base64(encoded).ok_or_else(|| format!("secret {name:?} key {key:?} is not base64"))
+            }
+            (_, Some(v)) => Ok(v.to_string()),
+            (_, None) if optional => Ok(String::new()),
+            _ => Err(format!("{kind} {name:?} has no key {key:?}")),
+        }
+    }
+
+    fn pod_status(&self, containers: &[Value], statuses: &[ContainerStatus]) -> Value {
+        let now = api::meta::now_rfc3339();
+        let ready = !statuses.is_empty() && statuses.iter().all(|s| matches!(s.state, State::Running { .. }));
+        let all_done = statuses.iter().all(|s| matches!(s.state, State::Terminated { .. }));
+        let policy = self.pod["spec"]["restartPolicy"].as_str().unwrap_or("Always");
+        let phase = if all_done && policy != "Always" {
+            if statuses.iter().all(|s| matches!(&s.state, State::Terminated { exit, .. } if exit.code == 0)) {
+                "Succeeded"
+            } else {
+                "Failed"
+            }
+        } else if statuses.iter().any(|s| s.restarts > 0 || !matches!(s.state, State::Waiting { .. })) {
+            "Running"
+        } else {
+            "Pending"
+        };
+        let condition = |kind: &str, ok: bool| json!({"type": kind, "status": if ok { "True" } else { "False" }, "lastTransitionTime": now});
+        let container_statuses: Vec<Value> = containers
+            .iter()
+            .zip(statuses)
+            .map(|(c, s)| {
+                let mut status = json!({
+                    "name": c["name"], "image": c["image"], "imageID": "",
+                    "ready": matches!(s.state, State::Running { .. }),
+                    "started": matches!(s.state, State::Running { .. }),
+                    "restartCount": s.restarts,
+                    "state": state_json(&s.state),
+                    "lastState": s.last.as_ref().map(state_json).unwrap_or_else(|| json!({})),
+                });
+                if let State::Running { pid, .. } = s.state {
+                    status["containerID"] = json!(format!("process://{pid}"));
+                }
+                status
+            })
+            .collect();
+        json!({
+            "phase": phase,
+            "hostIP": self.node_ip,
+            "podIP": self.node_ip,
+            "podIPs": [{"ip": self.node_ip}],
+            "hostIPs": [{"ip": self.node_ip}],
+            "startTime": self.pod["status"]["startTime"].as_str().map(String::from).unwrap_or_else(|| now.clone()),
+            "conditions": [
+                condition("PodScheduled", true),
+                condition("Initialized", true),
+                condition("ContainersReady", ready),
+                condition("Ready", ready),
+            ],
+            "containerStatuses": container_statuses,
+        })
+    }
+}
+
+fn waiting(reason: &str, message: &str) -> State {
+    State::Waiting { reason: reason.into(), message: message.into() }
+}
+
+fn state_json(state: &State) -> Value {
+    match state {
+        State::Waiting { reason, message } => json!({"waiting": {"reason": reason, "message": message}}),
+        State::Running { started_at, .. } => json!({"running": {"startedAt": started_at}}),
+        State::Terminated { exit, reason, started_at, finished_at } => {
+            let mut t =
+                json!({"exitCode": exit.code, "reason": reason, "startedAt": started_at, "finishedAt": finished_at});
+            if let Some(sig) = exit.signal {
+                t["signal"] = json!(sig);
+            }
+            json!({"terminated": t})
+        }
+    }
+}
+
+fn grace_period(pod: &Value) -> Duration {
+    let seconds = pod["metadata"]["deletionGracePeriodSeconds"]
+        .as_i64()
+        .or(pod["spec"]["terminationGracePeriodSeconds"].as_i64())
+        .unwrap_or(30);
+    Duration::from_secs(seconds.max(0) as u64)
+}
+
+fn decode_base64(text: &str) -> Option<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut count = 0;
+    let mut out = Vec::new();
+    for b in text.bytes().filter(|b| *b != b'=' && !b.is_ascii_whitespace()) {
+        let v = ALPHABET.iter().position(|a| *a == b)? as u32;
+        bits = (bits << 6) | v;
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+            bits &= (1 << count) - 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Runs one container for the pod's lifetime: start, wait, restart by policy with back-off,
+/// until the supervisor halts it (with a grace period).
+async fn run_container(
+    index: usize,
+    spec: ContainerSpec,
+    policy: String,
+    pod: String,
+    events: mpsc::Sender<(usize, ContainerStatus)>,
+    mut halt: watch::Receiver<Option<Duration>>,
+) {
+    let mut status = ContainerStatus { state: waiting("ContainerCreating", ""), last: None, restarts: 0 };
+    loop {
+        let started_at = api::meta::now_rfc3339();
+        let exit = match Container::start(&spec).await {
+            Err(e) => {
+                status.state = waiting("RunContainerError", &e.to_string());
+                let _ = events.send((index, status.clone())).await;
+                Exit { code: 128, signal: None }
+            }
+            Ok(mut container) => {
+                status.state = State::Running { started_at: started_at.clone(), pid: container.pid() };
+                let _ = events.send((index, status.clone())).await;
+                let halted = tokio::select! {
+                    exit = container.wait() => Err(exit),
+                    _ = halt.wait_for(Option::is_some) => Ok(()),
+                };
+                let exit = match halted {
+                    Err(exit) => exit,
+                    Ok(()) => {
+                        let grace = (*halt.borrow()).unwrap_or_default();
+                        container.stop(grace).await
+                    }
+                };
+                let reason = if exit.code == 0 { "Completed" } else { "Error" };
+                status.state = State::Terminated {
+                    exit,
+                    reason: reason.into(),
+                    started_at,
+                    finished_at: api::meta::now_rfc3339(),
+                };
+                let _ = events.send((index, status.clone())).await;
+                if halt.borrow().is_some() {
+                    return;
+                }
+                exit
+            }
+        };
+        let restart = match policy.as_str() {
+            "Never" => false,
+            "OnFailure" => exit.code != 0,
+            _ => true,
+        };
+        if !restart {
+            return;
+        }
+        let delay = BACKOFF_BASE.saturating_mul(1 << status.restarts.min(5)).min(BACKOFF_CAP);
+        tracing::info!(%pod, container = %spec.name, exit_code = exit.code, delay_seconds = delay.as_secs(), "container exited; restarting after back-off");
+        status.last = Some(status.state.clone());
+        status.restarts += 1;
+        status.state = waiting(
+            "CrashLoopBackOff",
+            &format!("back-off {}s restarting failed container={} pod={pod}", delay.as_secs(), spec.name),
+        );
+        let _ = events.send((index, status.clone())).await;
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = halt.wait_for(Option::is_some) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_decodes_secret_values() {
+        assert_eq!(decode_base64("aGVsbG8="), Some("hello".into()));
+        assert_eq!(decode_base64("!!"), None);
+    }
+
+    #[test]
+    fn grace_period_prefers_the_deletion_grace() {
+        assert_eq!(
+            grace_period(
+                &json!({"metadata": {"deletionGracePeriodSeconds": 2}, "spec": {"terminationGracePeriodSeconds": 30}})
+            ),
+            Duration::from_secs(2)
+        );
+        assert_eq!(grace_period(&json!({"spec": {}})), Duration::from_secs(30));
+    }
+}

@@ -1,0 +1,120 @@
+//! Pods run by a real agent: native `process` pods serve, restart with back-off, report their
+//! status, stop on deletion leaving nothing behind, survive an agent restart without the
+//! server, and bad pods get clear reasons without disturbing the others.
+
+mod support;
+
+use serde_json::{json, Value};
+use std::time::Duration;
+use support::{wait_for, Agent, Server};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+fn create(server: &Server, pod: &Value) {
+    let (status, body) =
+        server.http("POST", "/api/v1/namespaces/default/pods", Some(("application/json", &pod.to_string())));
+    assert_eq!(status, 201, "{body}");
+}
+
+fn get_pod(server: &Server, name: &str) -> Option<Value> {
+    let (status, body) = server.http("GET", &format!("/api/v1/namespaces/default/pods/{name}"), None);
+    (status == 200).then(|| serde_json::from_str(&body).expect("pod JSON"))
+}
+
+fn http_server_pod(name: &str, port: u16) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"nodeName": "hpc-1", "runtimeClassName": "process", "terminationGracePeriodSeconds": 5,
+                 "containers": [{"name": "web", "image": "python3",
+                                 "command": ["python3", "-m", "http.server", port.to_string(), "--bind", "127.0.0.1"]}]}})
+}
+
+fn answers(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+#[test]
+fn process_pods_run_restart_report_and_clean_up() {
+    let server = Server::start_with(&["--node-grace-seconds", "3"]);
+    let _agent = Agent::start(&server, "hpc-1", 1);
+    let port = free_port();
+    create(&server, &http_server_pod("web", port));
+    let pod = wait_for("the web pod to be Running and Ready", Duration::from_secs(30), || {
+        let pod = get_pod(&server, "web")?;
+        let ready =
+            pod["status"]["conditions"].as_array()?.iter().any(|c| c["type"] == "Ready" && c["status"] == "True");
+        (pod["status"]["phase"] == "Running" && ready).then_some(pod)
+    });
+    assert_eq!(pod["status"]["containerStatuses"][0]["restartCount"], 0);
+    wait_for("the pod to serve its port", Duration::from_secs(10), || answers(port).then_some(()));
+    let table = server.kubectl_ok(&["get", "pod", "web"]);
+    assert!(table.contains("1/1") && table.contains("Running"), "{table}");
+
+    // A crashing container is restarted with back-off and says so.
+    create(
+        &server,
+        &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "crasher"},
+        "spec": {"nodeName": "hpc-1", "runtimeClassName": "process",
+                 "containers": [{"name": "c", "image": "sh", "command": ["sh", "-c", "echo starting; exit 3"]}]}}),
+    );
+    let crashed = wait_for("the crasher to be restarted", Duration::from_secs(40), || {
+        let pod = get_pod(&server, "crasher")?;
+        (pod["status"]["containerStatuses"][0]["restartCount"].as_u64()? >= 1).then_some(pod)
+    });
+    let status = &crashed["status"]["containerStatuses"][0];
+    assert_eq!(status["lastState"]["terminated"]["exitCode"], 3, "{status}");
+
+    // Bad input gets a clear reason; the other pods keep running.
+    create(
+        &server,
+        &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "odd"},
+        "spec": {"nodeName": "hpc-1", "runtimeClassName": "warp-drive", "containers": [{"name": "c", "image": "x"}]}}),
+    );
+    wait_for("the odd pod to report its runtime class", Duration::from_secs(20), || {
+        let pod = get_pod(&server, "odd")?;
+        (pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "RuntimeClassNotFound").then_some(())
+    });
+    assert!(answers(port), "the web pod still serves");
+
+    // Deletion stops the process and removes the pod.
+    let out = server.kubectl_ok(&["delete", "pod", "web", "--wait=true", "--timeout=30s"]);
+    assert!(out.contains("deleted"), "{out}");
+    assert!(get_pod(&server, "web").is_none());
+    wait_for("the port to close", Duration::from_secs(10), || (!answers(port)).then_some(()));
+}
+
+#[test]
+fn agent_restarted_without_server_brings_its_pods_back() {
+    let server = Server::start();
+    let mut agent = Agent::start(&server, "hpc-1", 1);
+    let port = free_port();
+    create(&server, &http_server_pod("nav", port));
+    wait_for("the nav pod to serve", Duration::from_secs(30), || answers(port).then_some(()));
+
+    // The control plane goes away; the agent restarts (a reboot of the computer).
+    let dir = server.crash();
+    agent.kill9();
+    wait_for("the pod to stop with its agent", Duration::from_secs(10), || (!answers(port)).then_some(()));
+    let agent_dir = dir.path().join("agent-hpc-1");
+    assert!(agent_dir.join("pods.json").exists(), "the agent kept the desired pods on disk");
+    let log = std::fs::File::create(dir.path().join("agent-hpc-1.restart.log")).expect("log");
+    let mut restarted = std::process::Command::new(support::axle_bin())
+        .args([
+            "agent",
+            "--server",
+            "http://127.0.0.1:9",
+            "--node-name",
+            "hpc-1",
+            "--heartbeat-seconds",
+            "1",
+            "--data-dir",
+        ])
+        .arg(&agent_dir)
+        .stderr(log)
+        .spawn()
+        .expect("agent restarts");
+    wait_for("the pod to come back with no server", Duration::from_secs(30), || answers(port).then_some(()));
+    let _ = restarted.kill();
+    let _ = restarted.wait();
+}
