@@ -3,10 +3,9 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
-use support::{wait_for, Server};
+use support::{spawn_with_lines, wait_for, Server};
 
 const DEPLOYMENT: &str = r#"
 apiVersion: apps/v1
@@ -154,23 +153,12 @@ fn kubectl_get_prints_tables_wide_yaml_and_jsonpath() {
 #[test]
 fn kubectl_get_watch_sees_changes_made_by_another_client() {
     let server = Server::start();
-    let mut watch = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&server.kubeconfig)
-        .args(["get", "configmaps", "-w", "--no-headers"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("kubectl get -w starts");
-    let stdout = watch.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut watch, rx) = spawn_with_lines(Command::new("kubectl").arg("--kubeconfig").arg(&server.kubeconfig).args([
+        "get",
+        "configmaps",
+        "-w",
+        "--no-headers",
+    ]));
     std::thread::sleep(Duration::from_millis(500));
     let body = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"seen-by-watch"},"data":{"a":"1"}}"#;
     let (status, _) = server.http("POST", "/api/v1/namespaces/default/configmaps", Some(("application/json", body)));

@@ -3,28 +3,16 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
-use support::{axle_bin, wait_for};
+use support::{axle_bin, spawn_with_lines, wait_for};
 
 #[test]
 fn up_starts_the_car_with_sample_workloads_and_stops_on_ctrl_c() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut up = Command::new(axle_bin())
-        .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("axle up starts");
-    let stdout = up.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (mut up, rx) = spawn_with_lines(
+        Command::new(axle_bin()).args(["up", "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path()),
+    );
     let banner = wait_for("axle up to report the car is up", Duration::from_secs(30), || {
         rx.try_recv().ok().filter(|l| l.starts_with("Axle is up"))
     });

@@ -186,6 +186,23 @@ fn dechunk(mut rest: &str) -> String {
     out
 }
 
+/// Spawns `command` with its stdout piped into a channel of lines (read on a thread), so a test
+/// can wait for a line without blocking on the process.
+pub fn spawn_with_lines(command: &mut Command) -> (Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("process starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
 /// Polls `check` until it returns Some or the timeout passes.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
