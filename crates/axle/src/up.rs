@@ -12,6 +12,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("10-namespace.yaml", include_str!("../../../examples/10-namespace.yaml")),
     ("20-config.yaml", include_str!("../../../examples/20-config.yaml")),
     ("30-nav.yaml", include_str!("../../../examples/30-nav.yaml")),
+    ("40-telemetry.yaml", include_str!("../../../examples/40-telemetry.yaml")),
 ];
 
 /// The simulated car's Linux computers, one agent each.
@@ -89,7 +90,7 @@ pub async fn run(data_dir: PathBuf, listen: std::net::SocketAddr) -> anyhow::Res
     println!();
     println!("  export KUBECONFIG={}", kubeconfig.display());
     println!("  kubectl get nodes -o wide");
-    println!("  kubectl get deployments -n car -o wide");
+    println!("  kubectl get pods,deployments -n car -o wide");
     println!("  kubectl explain deployment.spec");
     println!();
     println!("Logs: {}/*.log. Press Ctrl-C to stop.", data_dir.display());

@@ -37,6 +37,22 @@ fn up_starts_the_car_with_sample_workloads_and_stops_on_ctrl_c() {
         (text.lines().filter(|l| l.split_whitespace().nth(1) == Some("Ready")).count() == 2).then_some(text)
     });
     assert!(nodes.contains("hpc-1") && nodes.contains("hpc-2"), "{nodes}");
+    wait_for("the sample process pod to run on hpc-2", Duration::from_secs(30), || {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["get", "pod", "telemetry", "-n", "car", "-o", "jsonpath={.status.phase} {.spec.nodeName}"])
+            .output()
+            .ok()?;
+        (String::from_utf8_lossy(&out.stdout) == "Running hpc-2").then_some(())
+    });
+    let log = wait_for("the telemetry log to show the configured region", Duration::from_secs(20), || {
+        let pods = std::fs::read_dir(dir.path().join("hpc-2/pods")).ok()?;
+        let pod_dir = pods.filter_map(Result::ok).next()?.path();
+        let text = std::fs::read_to_string(pod_dir.join("logger/0.log")).ok()?;
+        text.contains("region=eu").then_some(text)
+    });
+    assert!(log.contains(" stdout F "), "{log}");
     // Ctrl-C: everything stops, the exit is clean.
     let _ = Command::new("kill").args(["-INT", &up.id().to_string()]).status();
     let status = up.wait().expect("axle up exits");
