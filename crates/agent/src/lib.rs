@@ -6,6 +6,7 @@
 //! same loop. Like every Axle component it only talks to the API: what it knows it read from
 //! the API, what it reports it wrote there.
 
+mod logs;
 mod machine;
 mod node;
 mod pods;

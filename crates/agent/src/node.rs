@@ -41,23 +41,34 @@ impl Agent {
     pub async fn run(&self, shutdown: tokio::sync::watch::Receiver<bool>) -> Result<(), AgentError> {
         let node_ip =
             address_towards(&self.client.config().server).map_or_else(|| "127.0.0.1".to_string(), |ip| ip.to_string());
+        // The log endpoint listens on the node's address; its port is published in the Node's
+        // `daemonEndpoints`, where the API server looks for it.
+        let listener = tokio::net::TcpListener::bind((node_ip.as_str(), 0))
+            .await
+            .map_err(|e| AgentError::Config(format!("cannot listen for log requests on {node_ip}: {e}")))?;
+        let log_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         let pods = crate::pods::PodLoop::new(
             self.client.clone(),
             self.config.node_name.clone(),
             self.config.data_dir.clone(),
             node_ip,
         );
-        let (heartbeat, ()) = tokio::join!(self.heartbeat(shutdown.clone()), pods.run(shutdown));
+        let logs = crate::logs::serve(listener, self.config.data_dir.clone(), shutdown.clone());
+        let (heartbeat, (), ()) = tokio::join!(self.heartbeat(shutdown.clone(), log_port), pods.run(shutdown), logs);
         heartbeat
     }
 
     /// Registers the node and keeps its lease fresh until `shutdown` fires. Connection losses
     /// are retried with back-off: a car's agent outlives its server.
-    async fn heartbeat(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) -> Result<(), AgentError> {
+    async fn heartbeat(
+        &self,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+        log_port: u16,
+    ) -> Result<(), AgentError> {
         let mut registered = false;
         let mut backoff = Duration::from_millis(200);
         loop {
-            let step = if registered { self.renew_lease().await } else { self.register().await };
+            let step = if registered { self.renew_lease().await } else { self.register(log_port).await };
             match step {
                 Ok(()) => {
                     if !registered {
@@ -86,8 +97,8 @@ impl Agent {
     }
 
     /// Writes the Node (server-side apply: only the fields the agent owns) and its Lease.
-    async fn register(&self) -> Result<(), AgentError> {
-        let node = self.client.apply(&self.node_object(), FIELD_MANAGER).await?;
+    async fn register(&self, log_port: u16) -> Result<(), AgentError> {
+        let node = self.client.apply(&self.node_object(log_port), FIELD_MANAGER).await?;
         let uid = node["metadata"]["uid"].clone();
         self.client.apply(&self.lease_object(Some(uid)), FIELD_MANAGER).await?;
         Ok(())
@@ -114,7 +125,7 @@ impl Agent {
         lease
     }
 
-    fn node_object(&self) -> Value {
+    fn node_object(&self, log_port: u16) -> Value {
         let name = &self.config.node_name;
         let m = &self.machine;
         let arch = api::meta::go_arch();
@@ -147,7 +158,7 @@ impl Agent {
                     "kubeletVersion": format!("v1.32.0-axle.{}", env!("CARGO_PKG_VERSION")),
                     "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": arch,
                 },
-                "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": log_port}},
             },
         })
     }

@@ -394,9 +394,18 @@ async fn run_container(
     mut halt: watch::Receiver<Option<Duration>>,
 ) {
     let mut status = ContainerStatus { state: waiting("ContainerCreating", ""), last: None, restarts: 0 };
+    let log_dir = spec.log_path.parent().map(PathBuf::from).unwrap_or_default();
     loop {
         let started_at = api::meta::now_rfc3339();
-        let exit = match Container::start(&spec).await {
+        // Each start logs to its own file (`kubectl logs --previous` reads the one before);
+        // older starts are removed.
+        let mut attempt = spec.clone();
+        attempt.log_path = log_dir.join(format!("{}.log", status.restarts));
+        if let Some(stale) = status.restarts.checked_sub(2) {
+            let _ = std::fs::remove_file(log_dir.join(format!("{stale}.log")));
+            let _ = std::fs::remove_file(log_dir.join(format!("{stale}.log.1")));
+        }
+        let exit = match Container::start(&attempt).await {
             Err(e) => {
                 status.state = waiting("RunContainerError", &e.to_string());
                 let _ = events.send((index, status.clone())).await;

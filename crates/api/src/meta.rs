@@ -27,6 +27,12 @@ pub fn parse_time(value: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(value).ok().map(|t| t.with_timezone(&Utc))
 }
 
+/// The time `seconds` ago as RFC 3339 with nanoseconds (`…T10:00:00.000000000Z`), the form
+/// container log lines carry, so the two compare as strings.
+pub fn nanos_timestamp_ago(seconds: i64) -> String {
+    (Utc::now() - chrono::Duration::seconds(seconds.max(0))).to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
 /// Milliseconds elapsed since an RFC 3339 timestamp (negative if it lies in the future).
 pub fn millis_since(timestamp: &str) -> Option<i64> {
     parse_time(timestamp).map(|t| (Utc::now() - t).num_milliseconds())

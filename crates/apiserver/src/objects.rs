@@ -178,7 +178,7 @@ async fn route(
             let obj = load(&ctx, &name)?;
             Ok(json_reply(200, &scale_of(&obj)))
         }
-        (Method::GET, Some(name), Some("log")) => pod_log(&ctx, &name),
+        (Method::GET, Some(name), Some("log")) => pod_log(&ctx, &name).await,
         (Method::POST, None, None) => create(&ctx, req.into_body()).await,
         (Method::PUT, Some(name), None | Some("status") | Some("finalize")) => {
             let sub = sub.filter(|s| *s == "status").map(String::from);
@@ -503,14 +503,105 @@ pub async fn update_scale(ctx: &Ctx, name: &str, scale: Value) -> Result<Reply, 
     Ok(json_reply(200, &scale_of(written.object())))
 }
 
-fn pod_log(ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
+/// `pods/NAME/log`: fetched from the agent of the pod's node (its log endpoint is published in
+/// the Node's `daemonEndpoints`) and streamed back as text, also with `follow`.
+async fn pod_log(ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let pod = load(ctx, name)?;
-    let node = pod["spec"]["nodeName"].as_str().unwrap_or("");
-    Err(ApiError::bad_request(if node.is_empty() {
-        format!("pod {name:?} is not bound to a node yet, so it has no logs")
-    } else {
-        format!("logs of pod {name:?} are kept by the agent of node {node:?}, which has no log channel to this server")
-    }))
+    let containers: Vec<&str> = ["initContainers", "containers"]
+        .iter()
+        .flat_map(|k| pod["spec"][*k].as_array().into_iter().flatten())
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    let container = match ctx.query.get("container") {
+        Some(c) if containers.contains(&c) => c.to_string(),
+        Some(c) => return Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}"))),
+        None if containers.len() == 1 => containers[0].to_string(),
+        None => {
+            return Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                containers.join(" ")
+            )))
+        }
+    };
+    let node_name = pod["spec"]["nodeName"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::bad_request(format!("pod {name:?} is not bound to a node yet, so it has no logs")))?;
+    let node = ctx
+        .state
+        .store
+        .get(&store::key("core/nodes", "", node_name))
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::bad_request(format!("node {node_name:?} of pod {name:?} is not registered")))?;
+    let address = node["status"]["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["type"] == "InternalIP")
+        .and_then(|a| a["address"].as_str())
+        .unwrap_or("127.0.0.1")
+        .to_string();
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_u64().unwrap_or(0);
+    if port == 0 {
+        return Err(ApiError::bad_request(format!("the agent of node {node_name:?} publishes no log endpoint")));
+    }
+    let mut query: Vec<String> = Vec::new();
+    for key in ["tailLines", "timestamps", "follow", "sinceSeconds", "previous"] {
+        if let Some(v) = ctx.query.get(key) {
+            query.push(format!("{key}={v}"));
+        }
+    }
+    let namespace = ctx.namespace.as_deref().unwrap_or("");
+    let request = format!(
+        "GET /containerLogs/{namespace}/{name}/{container}?{} HTTP/1.0\r\nHost: {address}\r\n\r\n",
+        query.join("&")
+    );
+    let unreachable = |e: std::io::Error| {
+        ApiError::unavailable(format!("cannot reach the agent of node {node_name:?} at {address}:{port}: {e}"))
+    };
+    let connect = tokio::net::TcpStream::connect((address.as_str(), port as u16));
+    let mut stream = tokio::time::timeout(std::time::Duration::from_secs(5), connect)
+        .await
+        .map_err(|_| ApiError::unavailable(format!("the agent of node {node_name:?} did not answer in time")))?
+        .map_err(unreachable)?;
+    stream.write_all(request.as_bytes()).await.map_err(unreachable)?;
+    let mut head = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    let body_start = loop {
+        let n = stream.read(&mut buf).await.map_err(unreachable)?;
+        if n == 0 {
+            return Err(ApiError::unavailable(format!("the agent of node {node_name:?} closed the log request")));
+        }
+        head.extend_from_slice(&buf[..n]);
+        if let Some(pos) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            break pos + 4;
+        }
+    };
+    let status_line = String::from_utf8_lossy(&head[..body_start]).lines().next().unwrap_or("").to_string();
+    let first = head.split_off(body_start);
+    if !status_line.contains(" 200 ") {
+        let mut rest = first;
+        let _ = stream.read_to_end(&mut rest).await;
+        return Err(ApiError::bad_request(String::from_utf8_lossy(&rest).trim().to_string()));
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
+    tokio::spawn(async move {
+        if !first.is_empty() && tx.send(bytes::Bytes::from(first)).await.is_err() {
+            return;
+        }
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if tx.send(bytes::Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    Ok(crate::http::stream_reply("text/plain", rx))
 }
 
 /// `DeleteOptions` from the body and the query.

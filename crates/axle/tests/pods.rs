@@ -65,6 +65,47 @@ fn process_pods_run_restart_report_and_clean_up() {
     let status = &crashed["status"]["containerStatuses"][0];
     assert_eq!(status["lastState"]["terminated"]["exitCode"], 3, "{status}");
 
+    // Logs through the API server, from the agent that keeps them.
+    create(
+        &server,
+        &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "talker"},
+        "spec": {"nodeName": "hpc-1", "runtimeClassName": "process",
+                 "containers": [{"name": "c", "image": "sh", "command": ["sh", "-c", "echo one; echo two; exec sleep 3600"]}]}}),
+    );
+    let logs = wait_for("the talker's logs", Duration::from_secs(30), || {
+        let out = server.kubectl(&["logs", "talker"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.success() && text == "one\ntwo\n").then_some(text)
+    });
+    assert_eq!(logs, "one\ntwo\n");
+    assert_eq!(server.kubectl_ok(&["logs", "talker", "--tail=1"]), "two\n");
+    let stamped = server.kubectl_ok(&["logs", "talker", "--timestamps"]);
+    assert!(stamped.lines().all(|l| l.len() > 31 && l.as_bytes()[4] == b'-'), "{stamped}");
+    assert!(server.kubectl_ok(&["logs", "crasher"]).contains("starting"));
+    create(
+        &server,
+        &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ticker"},
+        "spec": {"nodeName": "hpc-1", "runtimeClassName": "process",
+                 "containers": [{"name": "c", "image": "sh", "command": ["sh", "-c", "while true; do echo tick; sleep 0.2; done"]}]}}),
+    );
+    let (mut follow, lines) = support::spawn_with_lines(
+        std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&server.kubeconfig)
+            .args(["logs", "-f", "ticker"]),
+    );
+    let mut ticks = 0;
+    wait_for("kubectl logs -f to stream new lines", Duration::from_secs(30), || {
+        while let Ok(line) = lines.try_recv() {
+            ticks += usize::from(line == "tick");
+        }
+        (ticks >= 10).then_some(())
+    });
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let err = server.kubectl_err(&["logs", "talker", "-c", "nope"]);
+    assert!(err.contains("container nope is not valid for pod talker"), "{err}");
+
     // Bad input gets a clear reason; the other pods keep running.
     create(
         &server,

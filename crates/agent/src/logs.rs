@@ -1,0 +1,179 @@
+//! The agent's log endpoint: the API server fetches container logs here to answer
+//! `kubectl logs` (`GET /containerLogs/{namespace}/{pod}/{container}` with `tailLines`,
+//! `timestamps`, `follow`, `sinceSeconds`, `previous`), as it does from a kubelet.
+//!
+//! Logs are stored per container start (`<restart>.log`, rotated to `.log.1`) in the CRI
+//! format `<timestamp> <stream> F <text>`; this endpoint turns them back into the text the
+//! workload wrote. It speaks minimal HTTP/1.0: one request per connection, the body ends with
+//! the connection. (Authentication of the channel comes with TLS on the API.)
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Serves until `shutdown` fires.
+pub async fn serve(listener: TcpListener, data_dir: PathBuf, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let data_dir = data_dir.clone();
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = handle(stream, &data_dir, shutdown).await {
+                        tracing::debug!(error = %e, "log request ended with an error");
+                    }
+                });
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn handle(
+    mut stream: TcpStream,
+    data_dir: &Path,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 || head.len() > 16 * 1024 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    let target = head.split_whitespace().nth(1).unwrap_or("");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let query: HashMap<&str, &str> = query.split('&').filter_map(|kv| kv.split_once('=')).collect();
+    let flag = |k: &str| matches!(query.get(k), Some(&("true" | "1" | "True")));
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let ["containerLogs", namespace, pod, container] = parts.as_slice() else {
+        return reply(&mut stream, "404 Not Found", "no such endpoint\n").await;
+    };
+    let Some(files) = log_files(data_dir, namespace, pod, container, flag("previous")) else {
+        let what = if flag("previous") { "previous terminated container" } else { "container" };
+        return reply(
+            &mut stream,
+            "404 Not Found",
+            &format!("{what} {container:?} in pod {namespace}/{pod} has no logs on this node\n"),
+        )
+        .await;
+    };
+    let since = query.get("sinceSeconds").and_then(|s| s.parse::<i64>().ok()).map(api::meta::nanos_timestamp_ago);
+    let tail = query.get("tailLines").and_then(|s| s.parse::<usize>().ok());
+    let timestamps = flag("timestamps");
+    let mut lines: Vec<String> = Vec::new();
+    for file in &files {
+        let text = tokio::fs::read_to_string(file).await.unwrap_or_default();
+        lines.extend(text.lines().filter_map(|l| render(l, timestamps, since.as_deref())));
+    }
+    if let Some(n) = tail {
+        let skip = lines.len().saturating_sub(n);
+        lines.drain(..skip);
+    }
+    stream.write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n").await?;
+    for line in &lines {
+        stream.write_all(line.as_bytes()).await?;
+    }
+    if !flag("follow") {
+        return Ok(());
+    }
+    // Follow the current file: poll for growth until the client leaves, the container's log
+    // directory disappears (pod deleted) or the agent stops.
+    let Some(current) = files.last().cloned() else { return Ok(()) };
+    let mut offset = tokio::fs::metadata(&current).await.map(|m| m.len()).unwrap_or(0);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = shutdown.changed() => return Ok(()),
+        }
+        let Ok(meta) = tokio::fs::metadata(&current).await else { return Ok(()) };
+        if meta.len() < offset {
+            offset = 0; // rotated
+        }
+        if meta.len() == offset {
+            continue;
+        }
+        let mut file = tokio::fs::File::open(&current).await?;
+        let mut fresh = Vec::new();
+        tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(offset)).await?;
+        file.read_to_end(&mut fresh).await?;
+        offset += fresh.len() as u64;
+        for line in String::from_utf8_lossy(&fresh).lines() {
+            if let Some(text) = render(line, timestamps, None) {
+                stream.write_all(text.as_bytes()).await?;
+            }
+        }
+    }
+}
+
+async fn reply(stream: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
+    stream.write_all(format!("HTTP/1.0 {status}\r\nContent-Type: text/plain\r\n\r\n{body}").as_bytes()).await
+}
+
+/// A CRI log line as the workload wrote it (with its timestamp if asked), if it is not older
+/// than `since`.
+fn render(line: &str, timestamps: bool, since: Option<&str>) -> Option<String> {
+    let mut fields = line.splitn(4, ' ');
+    let (ts, _stream, _tag, text) = (fields.next()?, fields.next()?, fields.next()?, fields.next().unwrap_or(""));
+    if since.is_some_and(|s| ts < s) {
+        return None;
+    }
+    Some(if timestamps { format!("{ts} {text}\n") } else { format!("{text}\n") })
+}
+
+/// The log files of a container, oldest first: the current start's (or with `previous`, the
+/// one before), its rotated part first.
+pub fn log_files(data_dir: &Path, namespace: &str, pod: &str, container: &str, previous: bool) -> Option<Vec<PathBuf>> {
+    let prefix = format!("{namespace}_{pod}_");
+    let pod_dir = std::fs::read_dir(data_dir.join("pods"))
+        .ok()?
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().starts_with(&prefix))?
+        .path();
+    let dir = pod_dir.join(container);
+    let mut starts: Vec<u32> = std::fs::read_dir(&dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".log").and_then(|n| n.parse().ok()))
+        .collect();
+    starts.sort_unstable();
+    let chosen = if previous { starts.len().checked_sub(2).map(|i| starts[i]) } else { starts.last().copied() }?;
+    let current = dir.join(format!("{chosen}.log"));
+    let rotated = current.with_extension("log.1");
+    Some([rotated, current].into_iter().filter(|p| p.exists()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_strips_the_cri_prefix_and_filters_by_time() {
+        let line = "2026-01-01T00:00:00.000000000Z stdout F hello world";
+        assert_eq!(render(line, false, None).as_deref(), Some("hello world\n"));
+        assert_eq!(render(line, true, None).as_deref(), Some("2026-01-01T00:00:00.000000000Z hello world\n"));
+        assert_eq!(render(line, false, Some("2026-01-02T00:00:00.000000000Z")), None);
+        assert_eq!(render("garbage", false, None), None);
+    }
+
+    #[test]
+    fn log_files_pick_current_and_previous_starts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = dir.path().join("pods/default_web_uid1/app");
+        std::fs::create_dir_all(&c).expect("dirs");
+        for f in ["0.log", "1.log", "1.log.1", "2.log"] {
+            std::fs::write(c.join(f), "x").expect("write");
+        }
+        let current = log_files(dir.path(), "default", "web", "app", false).expect("current");
+        assert_eq!(current, vec![c.join("2.log")]);
+        let previous = log_files(dir.path(), "default", "web", "app", true).expect("previous");
+        assert_eq!(previous, vec![c.join("1.log.1"), c.join("1.log")]);
+        assert!(log_files(dir.path(), "default", "nope", "app", false).is_none());
+    }
+}
