@@ -100,32 +100,29 @@ impl Supervisor {
             self.pod["metadata"]["namespace"].as_str().unwrap_or(""),
             self.pod["metadata"]["name"].as_str().unwrap_or("")
         );
+        let init_containers: Vec<Value> = self.pod["spec"]["initContainers"].as_array().cloned().unwrap_or_default();
         let containers: Vec<Value> = self.pod["spec"]["containers"].as_array().cloned().unwrap_or_default();
         let runtime = self.pod["spec"]["runtimeClassName"].as_str().unwrap_or("runc").to_string();
-        let mut statuses: Vec<ContainerStatus> = containers
+        // One status per container, init containers first.
+        let first_wait = if init_containers.is_empty() { "ContainerCreating" } else { "PodInitializing" };
+        let mut statuses: Vec<ContainerStatus> = init_containers
             .iter()
-            .map(|_| ContainerStatus { state: waiting("ContainerCreating", ""), last: None, restarts: 0 })
+            .map(|_| "ContainerCreating")
+            .chain(containers.iter().map(|_| first_wait))
+            .map(|reason| ContainerStatus { state: waiting(reason, ""), last: None, restarts: 0 })
             .collect();
         let (events_tx, mut events_rx) = mpsc::channel::<(usize, ContainerStatus)>(32);
         let (halt_tx, halt_rx) = watch::channel::<Option<Duration>>(None);
         let mut runners = Vec::new();
         match runtime.as_str() {
-            "process" => match self.resolve(&containers).await {
-                Ok(specs) => {
+            "process" => match (self.resolve(&init_containers).await, self.resolve(&containers).await) {
+                (Ok(init_specs), Ok(specs)) => {
                     let policy = self.pod["spec"]["restartPolicy"].as_str().unwrap_or("Always").to_string();
-                    for (index, spec) in specs.into_iter().enumerate() {
-                        let runner = run_container(
-                            index,
-                            spec,
-                            policy.clone(),
-                            name.clone(),
-                            events_tx.clone(),
-                            halt_rx.clone(),
-                        );
-                        runners.push(tokio::spawn(runner));
-                    }
+                    let workload =
+                        run_workload(init_specs, specs, policy, name.clone(), events_tx.clone(), halt_rx.clone());
+                    runners.push(tokio::spawn(workload));
                 }
-                Err(message) => {
+                (Err(message), _) | (_, Err(message)) => {
                     for s in &mut statuses {
                         s.state = waiting("CreateContainerConfigError", &message);
                     }
@@ -155,7 +152,7 @@ impl Supervisor {
         let mut last_written: Option<Value> = None;
         let mut terminating = false;
         loop {
-            let status = self.pod_status(&containers, &statuses);
+            let status = self.pod_status(&init_containers, &containers, &statuses);
             if last_written.as_ref() != Some(&status) {
                 match self
                     .client
@@ -285,13 +282,23 @@ impl Supervisor {
         }
     }
 
-    fn pod_status(&self, containers: &[Value], statuses: &[ContainerStatus]) -> Value {
+    fn pod_status(&self, init_containers: &[Value], containers: &[Value], statuses: &[ContainerStatus]) -> Value {
         let now = api::meta::now_rfc3339();
-        let ready = !statuses.is_empty() && statuses.iter().all(|s| matches!(s.state, State::Running { .. }));
-        let all_done = statuses.iter().all(|s| matches!(s.state, State::Terminated { .. }));
+        let (init_statuses, statuses) = statuses.split_at(init_containers.len().min(statuses.len()));
+        let succeeded = |s: &ContainerStatus| matches!(&s.state, State::Terminated { exit, .. } if exit.code == 0);
         let policy = self.pod["spec"]["restartPolicy"].as_str().unwrap_or("Always");
-        let phase = if all_done && policy != "Always" {
-            if statuses.iter().all(|s| matches!(&s.state, State::Terminated { exit, .. } if exit.code == 0)) {
+        let initialized = init_statuses.iter().all(succeeded);
+        let init_failed = policy == "Never"
+            && init_statuses.iter().any(|s| matches!(s.state, State::Terminated { .. }) && !succeeded(s));
+        let ready =
+            initialized && !statuses.is_empty() && statuses.iter().all(|s| matches!(s.state, State::Running { .. }));
+        let all_done = statuses.iter().all(|s| matches!(s.state, State::Terminated { .. }));
+        let phase = if init_failed {
+            "Failed"
+        } else if !initialized {
+            "Pending"
+        } else if all_done && policy != "Always" {
+            if statuses.iter().all(succeeded) {
                 "Succeeded"
             } else {
                 "Failed"
@@ -302,25 +309,28 @@ impl Supervisor {
             "Pending"
         };
         let condition = |kind: &str, ok: bool| json!({"type": kind, "status": if ok { "True" } else { "False" }, "lastTransitionTime": now});
-        let container_statuses: Vec<Value> = containers
-            .iter()
-            .zip(statuses)
-            .map(|(c, s)| {
-                let mut status = json!({
-                    "name": c["name"], "image": c["image"], "imageID": "",
-                    "ready": matches!(s.state, State::Running { .. }),
-                    "started": matches!(s.state, State::Running { .. }),
-                    "restartCount": s.restarts,
-                    "state": state_json(&s.state),
-                    "lastState": s.last.as_ref().map(state_json).unwrap_or_else(|| json!({})),
-                });
-                if let State::Running { pid, .. } = s.state {
-                    status["containerID"] = json!(format!("process://{pid}"));
-                }
-                status
-            })
-            .collect();
-        json!({
+        let container_statuses = |specs: &[Value], statuses: &[ContainerStatus], init: bool| -> Vec<Value> {
+            specs
+                .iter()
+                .zip(statuses)
+                .map(|(c, s)| {
+                    let running = matches!(s.state, State::Running { .. });
+                    let mut status = json!({
+                        "name": c["name"], "image": c["image"], "imageID": "",
+                        "ready": if init { succeeded(s) } else { running },
+                        "started": running,
+                        "restartCount": s.restarts,
+                        "state": state_json(&s.state),
+                        "lastState": s.last.as_ref().map(state_json).unwrap_or_else(|| json!({})),
+                    });
+                    if let State::Running { pid, .. } = s.state {
+                        status["containerID"] = json!(format!("process://{pid}"));
+                    }
+                    status
+                })
+                .collect()
+        };
+        let mut status = json!({
             "phase": phase,
             "hostIP": self.node_ip,
             "podIP": self.node_ip,
@@ -329,12 +339,47 @@ impl Supervisor {
             "startTime": self.pod["status"]["startTime"].as_str().map(String::from).unwrap_or_else(|| now.clone()),
             "conditions": [
                 condition("PodScheduled", true),
-                condition("Initialized", true),
+                condition("Initialized", initialized),
                 condition("ContainersReady", ready),
                 condition("Ready", ready),
             ],
-            "containerStatuses": container_statuses,
+            "containerStatuses": container_statuses(containers, statuses, false),
+        });
+        if !init_containers.is_empty() {
+            status["initContainerStatuses"] = json!(container_statuses(init_containers, init_statuses, true));
+        }
+        status
+    }
+}
+
+/// Runs the pod's init containers one after the other (each must succeed; a failed one is
+/// retried unless the pod's policy is Never), then its containers side by side.
+async fn run_workload(
+    init_specs: Vec<ContainerSpec>,
+    specs: Vec<ContainerSpec>,
+    policy: String,
+    pod: String,
+    events: mpsc::Sender<(usize, ContainerStatus)>,
+    halt: watch::Receiver<Option<Duration>>,
+) {
+    let init_policy = if policy == "Never" { "Never" } else { "OnFailure" };
+    let offset = init_specs.len();
+    for (index, spec) in init_specs.into_iter().enumerate() {
+        let outcome =
+            run_container(index, spec, init_policy.to_string(), pod.clone(), events.clone(), halt.clone()).await;
+        if !matches!(outcome, Some(exit) if exit.code == 0) {
+            return;
+        }
+    }
+    let runners: Vec<_> = specs
+        .into_iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            tokio::spawn(run_container(offset + i, spec, policy.clone(), pod.clone(), events.clone(), halt.clone()))
         })
+        .collect();
+    for runner in runners {
+        let _ = runner.await;
     }
 }
 
@@ -383,8 +428,8 @@ fn decode_base64(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Runs one container for the pod's lifetime: start, wait, restart by policy with back-off,
-/// until the supervisor halts it (with a grace period).
+/// Runs one container: start, wait, restart by policy with back-off, until the policy says it
+/// is done (its last exit is returned) or the supervisor halts it (None).
 async fn run_container(
     index: usize,
     spec: ContainerSpec,
@@ -392,7 +437,7 @@ async fn run_container(
     pod: String,
     events: mpsc::Sender<(usize, ContainerStatus)>,
     mut halt: watch::Receiver<Option<Duration>>,
-) {
+) -> Option<Exit> {
     let mut status = ContainerStatus { state: waiting("ContainerCreating", ""), last: None, restarts: 0 };
     let log_dir = spec.log_path.parent().map(PathBuf::from).unwrap_or_default();
     loop {
@@ -434,7 +479,7 @@ async fn run_container(
                 };
                 let _ = events.send((index, status.clone())).await;
                 if halt.borrow().is_some() {
-                    return;
+                    return None;
                 }
                 exit
             }
@@ -445,7 +490,7 @@ async fn run_container(
             _ => true,
         };
         if !restart {
-            return;
+            return Some(exit);
         }
         let delay = BACKOFF_BASE.saturating_mul(1 << status.restarts.min(5)).min(BACKOFF_CAP);
         tracing::info!(%pod, container = %spec.name, exit_code = exit.code, delay_seconds = delay.as_secs(), "container exited; restarting after back-off");
@@ -458,7 +503,7 @@ async fn run_container(
         let _ = events.send((index, status.clone())).await;
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = halt.wait_for(Option::is_some) => return,
+            _ = halt.wait_for(Option::is_some) => return None,
         }
     }
 }

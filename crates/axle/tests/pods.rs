@@ -159,3 +159,53 @@ fn agent_restarted_without_server_brings_its_pods_back() {
     let _ = restarted.kill();
     let _ = restarted.wait();
 }
+
+#[test]
+fn init_containers_run_in_order_before_the_containers() {
+    let server = Server::start();
+    let _agent = Agent::start(&server, "hpc-1", 1);
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let file = scratch.path().join("order").display().to_string();
+    let step = |name: &str, script: String| json!({"name": name, "image": "sh", "command": ["sh", "-c", script]});
+    create(
+        &server,
+        &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "staged"},
+        "spec": {"nodeName": "hpc-1", "runtimeClassName": "process",
+                 "initContainers": [step("first", format!("sleep 0.3; echo first >> {file}")), step("second", format!("echo second >> {file}"))],
+                 "containers": [step("main", format!("cat {file}; exec sleep 3600"))]}}),
+    );
+    let pod = wait_for("the staged pod to run", Duration::from_secs(30), || {
+        let pod = get_pod(&server, "staged")?;
+        (pod["status"]["phase"] == "Running").then_some(pod)
+    });
+    let initialized = pod["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .any(|c| c["type"] == "Initialized" && c["status"] == "True");
+    assert!(initialized, "{pod}");
+    assert_eq!(pod["status"]["initContainerStatuses"][1]["state"]["terminated"]["reason"], "Completed");
+    let logs = wait_for("main's output", Duration::from_secs(20), || {
+        let out = server.kubectl(&["logs", "staged", "-c", "main"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (!text.is_empty()).then_some(text)
+    });
+    assert_eq!(logs, "first\nsecond\n", "init containers ran in order, before main");
+
+    // A failing init container of a Never pod fails the pod; main never starts.
+    create(
+        &server,
+        &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "doomed"},
+        "spec": {"nodeName": "hpc-1", "runtimeClassName": "process", "restartPolicy": "Never",
+                 "initContainers": [step("check", "exit 7".into())],
+                 "containers": [step("main", "exec sleep 3600".into())]}}),
+    );
+    let pod = wait_for("the doomed pod to fail", Duration::from_secs(30), || {
+        let pod = get_pod(&server, "doomed")?;
+        (pod["status"]["phase"] == "Failed").then_some(pod)
+    });
+    assert_eq!(pod["status"]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"], 7);
+    assert!(pod["status"]["containerStatuses"][0]["state"]["waiting"].is_object(), "{pod}");
+    let table = server.kubectl_ok(&["get", "pod", "doomed"]);
+    assert!(table.contains("Init:Error"), "{table}");
+}
