@@ -10,6 +10,7 @@ mod logs;
 mod machine;
 mod node;
 mod pods;
+mod probes;
 mod supervisor;
 
 pub use node::{Agent, Config};

@@ -2,6 +2,7 @@
 //! names, restarts them by its `restartPolicy` with exponential back-off, reports the pod's
 //! status, and on deletion stops them gracefully and removes what the pod left.
 
+use crate::probes::{Probe, Probes};
 use client::Client;
 use runtime::{Container, ContainerSpec, Exit};
 use serde_json::{json, Value};
@@ -14,6 +15,8 @@ use tokio::sync::{mpsc, watch};
 const BACKOFF_BASE: Duration = Duration::from_secs(10);
 const BACKOFF_CAP: Duration = Duration::from_secs(300);
 const LOG_MAX_BYTES: u64 = 10 << 20;
+/// How long a container that failed its liveness probe gets to stop.
+const UNHEALTHY_GRACE: Duration = Duration::from_secs(5);
 
 pub struct Supervisor {
     client: Arc<Client>,
@@ -52,9 +55,22 @@ impl SupervisorHandle {
 /// What one container is doing, as the pod status reports it.
 #[derive(Debug, Clone, PartialEq)]
 enum State {
-    Waiting { reason: String, message: String },
-    Running { started_at: String, pid: i32 },
-    Terminated { exit: Exit, reason: String, started_at: String, finished_at: String },
+    Waiting {
+        reason: String,
+        message: String,
+    },
+    /// `ready`: the readiness (and startup) probes passed, or there are none.
+    Running {
+        started_at: String,
+        pid: i32,
+        ready: bool,
+    },
+    Terminated {
+        exit: Exit,
+        reason: String,
+        started_at: String,
+        finished_at: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -118,8 +134,16 @@ impl Supervisor {
             "process" => match (self.resolve(&init_containers).await, self.resolve(&containers).await) {
                 (Ok(init_specs), Ok(specs)) => {
                     let policy = self.pod["spec"]["restartPolicy"].as_str().unwrap_or("Always").to_string();
-                    let workload =
-                        run_workload(init_specs, specs, policy, name.clone(), events_tx.clone(), halt_rx.clone());
+                    let probes = containers.iter().map(|c| Probes::of(c, &self.node_ip)).collect();
+                    let workload = run_workload(
+                        init_specs,
+                        specs,
+                        probes,
+                        policy,
+                        name.clone(),
+                        events_tx.clone(),
+                        halt_rx.clone(),
+                    );
                     runners.push(tokio::spawn(workload));
                 }
                 (Err(message), _) | (_, Err(message)) => {
@@ -290,8 +314,9 @@ impl Supervisor {
         let initialized = init_statuses.iter().all(succeeded);
         let init_failed = policy == "Never"
             && init_statuses.iter().any(|s| matches!(s.state, State::Terminated { .. }) && !succeeded(s));
-        let ready =
-            initialized && !statuses.is_empty() && statuses.iter().all(|s| matches!(s.state, State::Running { .. }));
+        let ready = initialized
+            && !statuses.is_empty()
+            && statuses.iter().all(|s| matches!(s.state, State::Running { ready: true, .. }));
         let all_done = statuses.iter().all(|s| matches!(s.state, State::Terminated { .. }));
         let phase = if init_failed {
             "Failed"
@@ -317,7 +342,7 @@ impl Supervisor {
                     let running = matches!(s.state, State::Running { .. });
                     let mut status = json!({
                         "name": c["name"], "image": c["image"], "imageID": "",
-                        "ready": if init { succeeded(s) } else { running },
+                        "ready": if init { succeeded(s) } else { matches!(s.state, State::Running { ready: true, .. }) },
                         "started": running,
                         "restartCount": s.restarts,
                         "state": state_json(&s.state),
@@ -357,6 +382,7 @@ impl Supervisor {
 async fn run_workload(
     init_specs: Vec<ContainerSpec>,
     specs: Vec<ContainerSpec>,
+    probes: Vec<Probes>,
     policy: String,
     pod: String,
     events: mpsc::Sender<(usize, ContainerStatus)>,
@@ -365,17 +391,21 @@ async fn run_workload(
     let init_policy = if policy == "Never" { "Never" } else { "OnFailure" };
     let offset = init_specs.len();
     for (index, spec) in init_specs.into_iter().enumerate() {
+        let init_policy = init_policy.to_string();
         let outcome =
-            run_container(index, spec, init_policy.to_string(), pod.clone(), events.clone(), halt.clone()).await;
+            run_container(index, spec, Probes::default(), init_policy, pod.clone(), events.clone(), halt.clone()).await;
         if !matches!(outcome, Some(exit) if exit.code == 0) {
             return;
         }
     }
     let runners: Vec<_> = specs
         .into_iter()
+        .zip(probes)
         .enumerate()
-        .map(|(i, spec)| {
-            tokio::spawn(run_container(offset + i, spec, policy.clone(), pod.clone(), events.clone(), halt.clone()))
+        .map(|(i, (spec, probes))| {
+            let runner =
+                run_container(offset + i, spec, probes, policy.clone(), pod.clone(), events.clone(), halt.clone());
+            tokio::spawn(runner)
         })
         .collect();
     for runner in runners {
@@ -433,6 +463,7 @@ fn decode_base64(text: &str) -> Option<String> {
 async fn run_container(
     index: usize,
     spec: ContainerSpec,
+    probes: Probes,
     policy: String,
     pod: String,
     events: mpsc::Sender<(usize, ContainerStatus)>,
@@ -457,12 +488,37 @@ async fn run_container(
                 Exit { code: 128, signal: None }
             }
             Ok(mut container) => {
-                status.state = State::Running { started_at: started_at.clone(), pid: container.pid() };
+                let unprobed = probes.readiness.is_none() && probes.startup.is_none();
+                status.state = State::Running { started_at: started_at.clone(), pid: container.pid(), ready: unprobed };
                 let _ = events.send((index, status.clone())).await;
-                let halted = tokio::select! {
-                    exit = container.wait() => Err(exit),
-                    _ = halt.wait_for(Option::is_some) => Ok(()),
+                let (probe_tx, mut probe_rx) = mpsc::channel(4);
+                let prober = tokio::spawn(watch_probes(
+                    probes.clone(),
+                    attempt.env.clone(),
+                    attempt.working_dir.clone(),
+                    probe_tx,
+                ));
+                let mut probing = true;
+                let halted = loop {
+                    tokio::select! {
+                        exit = container.wait() => break Err(exit),
+                        _ = halted(&mut halt) => break Ok(()),
+                        verdict = probe_rx.recv(), if probing => match verdict {
+                            Some(Verdict::Ready(ready)) => {
+                                if let State::Running { ready: r, .. } = &mut status.state {
+                                    *r = ready;
+                                }
+                                let _ = events.send((index, status.clone())).await;
+                            }
+                            Some(Verdict::Unhealthy(why)) => {
+                                tracing::info!(%pod, container = %spec.name, %why, "container is unhealthy; restarting it");
+                                break Err(container.stop(UNHEALTHY_GRACE).await);
+                            }
+                            None => probing = false,
+                        },
+                    }
                 };
+                prober.abort();
                 let exit = match halted {
                     Err(exit) => exit,
                     Ok(()) => {
@@ -503,9 +559,93 @@ async fn run_container(
         let _ = events.send((index, status.clone())).await;
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = halt.wait_for(Option::is_some) => return None,
+            _ = halted(&mut halt) => return None,
         }
     }
+}
+
+/// Resolves once the supervisor asks the container to stop (the guard of the watch value is
+/// released inside, so the future stays `Send`).
+async fn halted(halt: &mut watch::Receiver<Option<Duration>>) {
+    let _ = halt.wait_for(Option::is_some).await;
+}
+
+/// What the probes concluded.
+enum Verdict {
+    Ready(bool),
+    Unhealthy(String),
+}
+
+/// Runs a container's probes: the startup probe first, then liveness and readiness side by
+/// side. Ends when there is nothing (left) to probe.
+async fn watch_probes(
+    probes: Probes,
+    env: Vec<(String, String)>,
+    cwd: Option<PathBuf>,
+    verdicts: mpsc::Sender<Verdict>,
+) {
+    let cwd = cwd.as_deref();
+    if let Some(startup) = &probes.startup {
+        if !passes_within_threshold(startup, &env, cwd).await {
+            let _ = verdicts.send(Verdict::Unhealthy("startup probe failed".into())).await;
+            return;
+        }
+        if probes.readiness.is_none() {
+            let _ = verdicts.send(Verdict::Ready(true)).await;
+        }
+    }
+    let liveness = async {
+        let Some(probe) = &probes.liveness else { return };
+        tokio::time::sleep(probe.initial_delay).await;
+        let mut failures = 0;
+        loop {
+            failures = if probe.check(&env, cwd).await { 0 } else { failures + 1 };
+            if failures >= probe.failure_threshold {
+                let _ = verdicts.send(Verdict::Unhealthy(format!("liveness probe failed {failures} times"))).await;
+                return;
+            }
+            tokio::time::sleep(probe.period).await;
+        }
+    };
+    let readiness = async {
+        let Some(probe) = &probes.readiness else { return };
+        tokio::time::sleep(probe.initial_delay).await;
+        let (mut ready, mut successes, mut failures) = (false, 0, 0);
+        loop {
+            if probe.check(&env, cwd).await {
+                (successes, failures) = (successes + 1, 0);
+            } else {
+                (successes, failures) = (0, failures + 1);
+            }
+            let verdict = if !ready && successes >= probe.success_threshold {
+                Some(true)
+            } else if ready && failures >= probe.failure_threshold {
+                Some(false)
+            } else {
+                None
+            };
+            if let Some(now_ready) = verdict {
+                ready = now_ready;
+                if verdicts.send(Verdict::Ready(ready)).await.is_err() {
+                    return;
+                }
+            }
+            tokio::time::sleep(probe.period).await;
+        }
+    };
+    tokio::join!(liveness, readiness);
+}
+
+/// Whether a (startup) probe succeeds before failing `failureThreshold` times in a row.
+async fn passes_within_threshold(probe: &Probe, env: &[(String, String)], cwd: Option<&std::path::Path>) -> bool {
+    tokio::time::sleep(probe.initial_delay).await;
+    for _ in 0..probe.failure_threshold {
+        if probe.check(env, cwd).await {
+            return true;
+        }
+        tokio::time::sleep(probe.period).await;
+    }
+    false
 }
 
 #[cfg(test)]

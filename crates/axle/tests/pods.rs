@@ -209,3 +209,55 @@ fn init_containers_run_in_order_before_the_containers() {
     let table = server.kubectl_ok(&["get", "pod", "doomed"]);
     assert!(table.contains("Init:Error"), "{table}");
 }
+
+fn ready_condition(pod: &Value) -> Option<String> {
+    pod["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == "Ready")?["status"].as_str().map(String::from)
+}
+
+#[test]
+fn probes_drive_readiness_and_restarts() {
+    let server = Server::start();
+    let _agent = Agent::start(&server, "hpc-1", 1);
+    let flags = tempfile::tempdir().expect("tempdir");
+    let ready_flag = flags.path().join("ready");
+    let alive_flag = flags.path().join("alive");
+    std::fs::write(&alive_flag, "").expect("flag");
+    let port = free_port();
+    let check = |path: &std::path::Path| json!({"exec": {"command": ["test", "-f", path.display().to_string()]}, "periodSeconds": 1, "failureThreshold": 1});
+    let mut liveness = check(&alive_flag);
+    liveness["initialDelaySeconds"] = json!(1);
+    create(
+        &server,
+        &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probed"},
+        "spec": {"nodeName": "hpc-1", "runtimeClassName": "process", "containers": [{
+            "name": "web", "image": "python3",
+            "command": ["python3", "-m", "http.server", port.to_string(), "--bind", "127.0.0.1"],
+            "ports": [{"name": "http", "containerPort": port}],
+            "startupProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1, "failureThreshold": 30},
+            "readinessProbe": check(&ready_flag),
+            "livenessProbe": liveness}]}}),
+    );
+    // Started and serving, but not ready until the readiness check passes.
+    wait_for("the probed pod to run", Duration::from_secs(30), || {
+        let pod = get_pod(&server, "probed")?;
+        (pod["status"]["phase"] == "Running" && answers(port)).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let pod = get_pod(&server, "probed").expect("pod");
+    assert_eq!(ready_condition(&pod).as_deref(), Some("False"), "{}", pod["status"]);
+    std::fs::write(&ready_flag, "").expect("flag");
+    wait_for("readiness to turn the pod Ready", Duration::from_secs(20), || {
+        (get_pod(&server, "probed").and_then(|p| ready_condition(&p)).as_deref() == Some("True")).then_some(())
+    });
+    std::fs::remove_file(&ready_flag).expect("unflag");
+    wait_for("a failing readiness check to take Ready away", Duration::from_secs(20), || {
+        (get_pod(&server, "probed").and_then(|p| ready_condition(&p)).as_deref() == Some("False")).then_some(())
+    });
+    // A failing liveness check restarts the container.
+    std::fs::remove_file(&alive_flag).expect("unflag");
+    let pod = wait_for("the liveness failure to restart the container", Duration::from_secs(30), || {
+        let pod = get_pod(&server, "probed")?;
+        (pod["status"]["containerStatuses"][0]["restartCount"].as_u64()? >= 1).then_some(pod)
+    });
+    assert!(pod["status"]["containerStatuses"][0]["lastState"]["terminated"].is_object(), "{pod}");
+}
