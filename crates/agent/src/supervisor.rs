@@ -23,7 +23,12 @@ pub struct Supervisor {
     pod: Value,
     data_dir: PathBuf,
     node_ip: String,
+    /// When this agent started the pod (its `status.startTime` unless the pod already has one).
+    started_at: String,
 }
+
+/// Condition type → (status, when it last changed).
+type Transitions = std::collections::BTreeMap<&'static str, (bool, String)>;
 
 pub struct SupervisorHandle {
     pod: watch::Sender<Value>,
@@ -82,7 +87,7 @@ struct ContainerStatus {
 
 impl Supervisor {
     pub fn new(client: Arc<Client>, pod: Value, data_dir: PathBuf, node_ip: String) -> Supervisor {
-        Supervisor { client, pod, data_dir, node_ip }
+        Supervisor { client, pod, data_dir, node_ip, started_at: api::meta::now_rfc3339() }
     }
 
     pub fn spawn(self) -> SupervisorHandle {
@@ -174,9 +179,10 @@ impl Supervisor {
         drop(events_tx);
         tracing::info!(pod = %name, %runtime, "pod started on this node");
         let mut last_written: Option<Value> = None;
+        let mut transitions = Transitions::new();
         let mut terminating = false;
         loop {
-            let status = self.pod_status(&init_containers, &containers, &statuses);
+            let status = self.pod_status(&init_containers, &containers, &statuses, &mut transitions);
             if last_written.as_ref() != Some(&status) {
                 match self
                     .client
@@ -214,7 +220,17 @@ impl Supervisor {
                         statuses[i] = s;
                     }
                 }
-                changed = pod_rx.changed() => if changed.is_err() { break },
+                changed = pod_rx.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    // Someone else changed what the pod's status says (the node lifecycle
+                    // controller while this node was cut off): report the truth again.
+                    let seen = pod_rx.borrow()["status"]["conditions"].clone();
+                    if last_written.as_ref().is_some_and(|w| w["conditions"] != seen) {
+                        last_written = None;
+                    }
+                }
                 _ = stop_rx.changed() => {
                     let _ = halt_tx.send(Some(grace_period(&pod_rx.borrow())));
                     for runner in runners {
@@ -306,7 +322,15 @@ impl Supervisor {
         }
     }
 
-    fn pod_status(&self, init_containers: &[Value], containers: &[Value], statuses: &[ContainerStatus]) -> Value {
+    /// The pod status for the containers' states. `transitions` remembers when each condition
+    /// last changed, so an unchanged pod yields an identical status and causes no write.
+    fn pod_status(
+        &self,
+        init_containers: &[Value],
+        containers: &[Value],
+        statuses: &[ContainerStatus],
+        transitions: &mut Transitions,
+    ) -> Value {
         let now = api::meta::now_rfc3339();
         let (init_statuses, statuses) = statuses.split_at(init_containers.len().min(statuses.len()));
         let succeeded = |s: &ContainerStatus| matches!(&s.state, State::Terminated { exit, .. } if exit.code == 0);
@@ -333,7 +357,19 @@ impl Supervisor {
         } else {
             "Pending"
         };
-        let condition = |kind: &str, ok: bool| json!({"type": kind, "status": if ok { "True" } else { "False" }, "lastTransitionTime": now});
+        let mut condition = |kind: &'static str, ok: bool| {
+            let (status, since) = transitions.entry(kind).or_insert_with(|| (ok, now.clone()));
+            if *status != ok {
+                (*status, *since) = (ok, now.clone());
+            }
+            json!({"type": kind, "status": if ok { "True" } else { "False" }, "lastTransitionTime": since})
+        };
+        let conditions = vec![
+            condition("PodScheduled", true),
+            condition("Initialized", initialized),
+            condition("ContainersReady", ready),
+            condition("Ready", ready),
+        ];
         let container_statuses = |specs: &[Value], statuses: &[ContainerStatus], init: bool| -> Vec<Value> {
             specs
                 .iter()
@@ -361,13 +397,8 @@ impl Supervisor {
             "podIP": self.node_ip,
             "podIPs": [{"ip": self.node_ip}],
             "hostIPs": [{"ip": self.node_ip}],
-            "startTime": self.pod["status"]["startTime"].as_str().map(String::from).unwrap_or_else(|| now.clone()),
-            "conditions": [
-                condition("PodScheduled", true),
-                condition("Initialized", initialized),
-                condition("ContainersReady", ready),
-                condition("Ready", ready),
-            ],
+            "startTime": self.pod["status"]["startTime"].as_str().map(String::from).unwrap_or_else(|| self.started_at.clone()),
+            "conditions": conditions,
             "containerStatuses": container_statuses(containers, statuses, false),
         });
         if !init_containers.is_empty() {

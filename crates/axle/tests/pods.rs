@@ -245,10 +245,14 @@ fn probes_drive_readiness_and_restarts() {
     std::thread::sleep(Duration::from_millis(1500));
     let pod = get_pod(&server, "probed").expect("pod");
     assert_eq!(ready_condition(&pod).as_deref(), Some("False"), "{}", pod["status"]);
+    let scheduled_at = |pod: &Value| pod["status"]["conditions"][0]["lastTransitionTime"].clone();
     std::fs::write(&ready_flag, "").expect("flag");
-    wait_for("readiness to turn the pod Ready", Duration::from_secs(20), || {
-        (get_pod(&server, "probed").and_then(|p| ready_condition(&p)).as_deref() == Some("True")).then_some(())
+    let ready = wait_for("readiness to turn the pod Ready", Duration::from_secs(20), || {
+        let pod = get_pod(&server, "probed")?;
+        (ready_condition(&pod).as_deref() == Some("True")).then_some(pod)
     });
+    // Conditions keep the time they last changed; only Ready moved.
+    assert_eq!(scheduled_at(&ready), scheduled_at(&pod), "{}", ready["status"]);
     std::fs::remove_file(&ready_flag).expect("unflag");
     wait_for("a failing readiness check to take Ready away", Duration::from_secs(20), || {
         (get_pod(&server, "probed").and_then(|p| ready_condition(&p)).as_deref() == Some("False")).then_some(())
@@ -260,4 +264,24 @@ fn probes_drive_readiness_and_restarts() {
         (pod["status"]["containerStatuses"][0]["restartCount"].as_u64()? >= 1).then_some(pod)
     });
     assert!(pod["status"]["containerStatuses"][0]["lastState"]["terminated"].is_object(), "{pod}");
+}
+
+#[test]
+fn a_steady_pod_causes_no_status_writes() {
+    let server = Server::start();
+    let _agent = Agent::start(&server, "hpc-1", 1);
+    create(
+        &server,
+        &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "steady"},
+        "spec": {"nodeName": "hpc-1", "runtimeClassName": "process",
+                 "containers": [{"name": "c", "image": "sleep", "command": ["sleep", "3600"]}]}}),
+    );
+    let before = wait_for("the steady pod to be Ready", Duration::from_secs(30), || {
+        let pod = get_pod(&server, "steady")?;
+        (ready_condition(&pod).as_deref() == Some("True")).then_some(pod)
+    });
+    // Across several seconds (and lease renewals) the pod's stored version does not move.
+    std::thread::sleep(Duration::from_millis(2500));
+    let after = get_pod(&server, "steady").expect("pod");
+    assert_eq!(before["metadata"]["resourceVersion"], after["metadata"]["resourceVersion"], "{}", after["status"]);
 }
