@@ -26,6 +26,8 @@ enum Command {
     Up(UpArgs),
     /// Create or update objects from manifest files (server-side apply).
     Apply(ApplyArgs),
+    /// Show objects, as tables (or JSON), like `kubectl get`.
+    Get(GetArgs),
 }
 
 #[derive(clap::Args)]
@@ -61,6 +63,29 @@ struct UpArgs {
     /// Address of the car's API server.
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
+}
+
+#[derive(clap::Args)]
+struct GetArgs {
+    /// The resource type: `pods`, `po`, `deployments`, `nodes`, a CRD's plural, …
+    resource: String,
+    /// One object's name (all objects when omitted).
+    name: Option<String>,
+    /// Namespace of namespaced resources. [default: the kubeconfig's]
+    #[arg(short, long)]
+    namespace: Option<String>,
+    /// List across all namespaces.
+    #[arg(short = 'A', long)]
+    all_namespaces: bool,
+    /// Label selector, e.g. `app=nav,tier!=db`.
+    #[arg(short = 'l', long)]
+    selector: Option<String>,
+    /// `wide` for more columns, `json` for the objects.
+    #[arg(short, long)]
+    output: Option<String>,
+    /// The kubeconfig to use. [default: $KUBECONFIG]
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -139,10 +164,21 @@ fn release_freed_memory() {
     unsafe { libc::malloc_trim(0) };
 }
 
-fn main() -> anyhow::Result<()> {
+/// Errors end the process with one line, the causes chained: `axle: cannot apply x.yaml: …`.
+fn main() -> std::process::ExitCode {
     let started = Instant::now();
     let cli = Cli::parse();
     init_logging();
+    match run(cli, started) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("axle: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
     match cli.command {
         Command::Server(args) => run_server(args, started),
         Command::Agent(args) => single_threaded()?.block_on(run_agent(args)),
@@ -151,6 +187,7 @@ fn main() -> anyhow::Result<()> {
             single_threaded()?.block_on(up::run(data_dir, args.listen))
         }
         Command::Apply(args) => single_threaded()?.block_on(apply(args)),
+        Command::Get(args) => single_threaded()?.block_on(get(args)),
     }
 }
 
@@ -207,6 +244,42 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
             let _ = stop.send(true);
             run.await?;
         }
+    }
+    Ok(())
+}
+
+async fn get(args: GetArgs) -> anyhow::Result<()> {
+    let config = client::Config::from_kubeconfig(&kubeconfig_path(args.kubeconfig)?)?;
+    let default_namespace = config.namespace.clone();
+    let client = client::Client::new(config);
+    let (prefix, plural, namespaced) = client.resolve_resource(&args.resource).await?;
+    let across = namespaced && args.all_namespaces && args.name.is_none();
+    let mut path = match (namespaced, across) {
+        (true, false) => format!("{prefix}/namespaces/{}/{plural}", args.namespace.unwrap_or(default_namespace)),
+        _ => format!("{prefix}/{plural}"),
+    };
+    if let Some(name) = &args.name {
+        path.push('/');
+        path.push_str(name);
+    }
+    if let Some(selector) = &args.selector {
+        path.push_str(&format!(
+            "?labelSelector={}",
+            selector.replace('=', "%3D").replace(',', "%2C").replace('!', "%21")
+        ));
+    }
+    match args.output.as_deref() {
+        Some("json") => println!("{}", serde_json::to_string_pretty(&client.get(&path).await?)?),
+        Some("wide") | None => {
+            let table = client.get_table(&path).await?;
+            let text = client::table::render(&table, args.output.is_some(), across);
+            if text.is_empty() {
+                eprintln!("No resources found.");
+            } else {
+                print!("{text}");
+            }
+        }
+        Some(other) => anyhow::bail!("unknown output format {other:?}: use wide or json"),
     }
     Ok(())
 }

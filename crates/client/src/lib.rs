@@ -6,6 +6,8 @@
 //! It is deliberately small: kubectl and the official client libraries are what users bring;
 //! this crate only serves what Axle's components need.
 
+pub mod table;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
@@ -108,7 +110,19 @@ impl Client {
         content_type: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Bytes, ClientError> {
-        let response = self.send(method, path, content_type, body).await?;
+        self.request_accepting(method, path, "application/json", content_type, body).await
+    }
+
+    /// Like [`Client::request`], asking for the reply in `accept` (e.g. a Table).
+    pub async fn request_accepting(
+        &self,
+        method: Method,
+        path: &str,
+        accept: &str,
+        content_type: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Bytes, ClientError> {
+        let response = self.send(method, path, accept, content_type, body).await?;
         let status = response.status();
         let bytes = response.into_body().collect().await.map_err(|e| ClientError::Protocol(e.to_string()))?.to_bytes();
         if status.is_success() {
@@ -122,11 +136,12 @@ impl Client {
         &self,
         method: Method,
         path: &str,
+        accept: &str,
         content_type: &str,
         body: Option<Vec<u8>>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         let uri = format!("{}{path}", self.config.server);
-        let mut builder = Request::builder().method(method).uri(&uri).header("Accept", "application/json");
+        let mut builder = Request::builder().method(method).uri(&uri).header("Accept", accept);
         if body.is_some() {
             builder = builder.header("Content-Type", content_type);
         }
@@ -219,6 +234,50 @@ impl Client {
         found.ok_or_else(|| ClientError::Usage(format!("no matches for kind {kind:?} in version {api_version:?}")))
     }
 
+    /// The `meta.k8s.io/v1 Table` of a collection or object path, as `kubectl get` prints it.
+    pub async fn get_table(&self, path: &str) -> Result<Value, ClientError> {
+        let accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
+        json(&self.request_accepting(Method::GET, path, accept, "application/json", None).await?)
+    }
+
+    /// Resolves a resource name as users type it (`pods`, `po`, `pod`, `deploy`,
+    /// `deployments.apps`, a CRD's plural) through discovery: (path prefix, plural, namespaced).
+    pub async fn resolve_resource(&self, name: &str) -> Result<(String, String, bool), ClientError> {
+        let wanted = name.to_lowercase();
+        let (wanted, group_hint) = match wanted.split_once('.') {
+            Some((plural, group)) => (plural.to_string(), Some(group.to_string())),
+            None => (wanted, None),
+        };
+        let mut prefixes = vec!["/api/v1".to_string()];
+        let groups = self.get("/apis").await?;
+        for g in groups["groups"].as_array().into_iter().flatten() {
+            if let Some(gv) = g["preferredVersion"]["groupVersion"].as_str() {
+                prefixes.push(format!("/apis/{gv}"));
+            }
+        }
+        for prefix in prefixes {
+            if let Some(hint) = &group_hint {
+                if !prefix.starts_with(&format!("/apis/{hint}/")) {
+                    continue;
+                }
+            }
+            let Ok(list) = self.get(&prefix).await else { continue };
+            for r in list["resources"].as_array().into_iter().flatten() {
+                let plural = r["name"].as_str().unwrap_or("");
+                if plural.contains('/') {
+                    continue;
+                }
+                let short =
+                    r["shortNames"].as_array().into_iter().flatten().any(|s| s.as_str() == Some(wanted.as_str()));
+                let kind = r["kind"].as_str().unwrap_or("").to_lowercase();
+                if plural == wanted || r["singularName"] == wanted.as_str() || kind == wanted || short {
+                    return Ok((prefix, plural.to_string(), r["namespaced"].as_bool().unwrap_or(false)));
+                }
+            }
+        }
+        Err(ClientError::Usage(format!("the server doesn't have a resource type {name:?}")))
+    }
+
     /// Server-side apply of one manifest; creates or updates it. Returns the stored object.
     pub async fn apply(&self, obj: &Value, field_manager: &str) -> Result<Value, ClientError> {
         let api_version =
@@ -240,7 +299,7 @@ impl Client {
     pub async fn watch(&self, collection: &str, resource_version: &str) -> Result<Watch, ClientError> {
         let sep = if collection.contains('?') { '&' } else { '?' };
         let path = format!("{collection}{sep}watch=true&allowWatchBookmarks=true&resourceVersion={resource_version}");
-        let response = self.send(Method::GET, &path, "application/json", None).await?;
+        let response = self.send(Method::GET, &path, "application/json", "application/json", None).await?;
         let status = response.status();
         if !status.is_success() {
             let bytes =
