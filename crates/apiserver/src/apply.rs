@@ -221,7 +221,11 @@ async fn server_side_apply(
         let is_mine = |e: &Value| {
             e["manager"] == manager.as_str() && e["operation"] == "Apply" && e["subresource"].as_str() == sub
         };
-        let previously_owned = entries.iter().find(|e| is_mine(e)).map(entry_fields).unwrap_or_default();
+        // Fields another manager also owns are kept when this manager drops them (as upstream).
+        let others =
+            entries.iter().filter(|e| !is_mine(e)).map(entry_fields).fold(FieldSet::default(), |all, f| all.union(&f));
+        let previously_owned =
+            entries.iter().find(|e| is_mine(e)).map(entry_fields).unwrap_or_default().without_shared(&others);
         let mut conflicts = Vec::new();
         for entry in entries.iter().filter(|e| !is_mine(e)) {
             let theirs = entry_fields(entry);
