@@ -16,6 +16,7 @@ mod discovery;
 mod http;
 mod lifecycle;
 mod objects;
+mod registry;
 mod routes;
 mod schemas;
 mod watch;
@@ -49,6 +50,8 @@ pub(crate) struct State {
     registry: RwLock<Registry>,
     pub shutdown: signal::Receiver<bool>,
     pub server_address: String,
+    /// The registry's content store (`DATA_DIR/content`).
+    pub content: images::ContentStore,
 }
 
 impl State {
@@ -91,6 +94,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let store_path = config.data_dir.join("store.redb");
     let store = Store::open(&store_path, config.store.clone())
         .with_context(|| format!("cannot open the store {}", store_path.display()))?;
+    let content_dir = config.data_dir.join("content");
+    let content = images::ContentStore::open(&content_dir)
+        .with_context(|| format!("cannot open the content store {}", content_dir.display()))?;
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let local_addr = listener.local_addr()?;
@@ -100,6 +106,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         registry: RwLock::new(Registry::builtin()),
         shutdown: shutdown.clone(),
         server_address: local_addr.to_string(),
+        content,
     });
     state.refresh_registry().context("cannot read the stored CRDs")?;
     // Serve first: the API answers while the first-start chores below run.
@@ -109,6 +116,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     // The kubeconfig is written last: a client that finds it finds the namespaces too.
     let kubeconfig = config.data_dir.join("admin.kubeconfig");
     write_kubeconfig(&kubeconfig, &format!("http://{local_addr}"), &token)?;
+    let content_gc = state.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = content_gc.content.collect_garbage() {
+            tracing::warn!(error = %e, "cannot garbage-collect the content store");
+        }
+    });
     tokio::spawn(lifecycle::run(state));
     Ok(RunningServer { local_addr, kubeconfig, stop, task })
 }
@@ -166,6 +179,7 @@ async fn dispatch(state: Arc<State>, req: hyper::Request<hyper::body::Incoming>)
         Route::OpenApiV3Index => discovery::openapi_index(&state),
         Route::OpenApiV3 { path } => discovery::openapi_document(&state, &path),
         Route::Resource(target) => objects::handle(state.clone(), req, target, query).await,
+        Route::Registry(rest) => registry::handle(&state, req, &rest).await,
         Route::NotFound => error_reply(&api::ApiError::no_route()),
     };
     tracing::debug!(%method, %path, status = reply.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");

@@ -19,7 +19,8 @@ pub enum Route {
         path: String,
     },
     Resource(ResourcePath),
-    /// The car's own image registry (OCI distribution API), served by another component.
+    /// The car's own image registry (OCI distribution API): the path after `/v2`.
+    Registry(String),
     NotFound,
 }
 
@@ -35,6 +36,9 @@ pub struct ResourcePath {
 }
 
 pub fn parse(path: &str) -> Route {
+    if let Some(rest) = path.strip_prefix("/v2").filter(|r| r.is_empty() || r.starts_with('/')) {
+        return Route::Registry(rest.to_string());
+    }
     let trimmed = path.trim_end_matches('/');
     let segments: Vec<&str> = trimmed.split('/').filter(|s| !s.is_empty()).collect();
     match segments.as_slice() {

@@ -1,6 +1,7 @@
 //! The `axle` binary: parses arguments and starts the component asked for. All logic lives in
 //! the library crates; this file only wires them to the command line.
 
+mod image;
 mod up;
 
 use anyhow::Context as _;
@@ -28,6 +29,32 @@ enum Command {
     Apply(ApplyArgs),
     /// Show objects, as tables (or JSON), like `kubectl get`.
     Get(GetArgs),
+    /// Images in the car's own registry.
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Push an OCI image layout (directory or tar) or a `docker save` archive to the registry.
+    Import {
+        /// The layout directory, or the tar file.
+        path: PathBuf,
+        /// The repository (and tag) to import as, where the source names only a tag
+        /// (`umoci`, `skopeo … oci:DIR:TAG`). [default: the file's name]
+        #[arg(long)]
+        name: Option<String>,
+        /// The kubeconfig to use. [default: $KUBECONFIG]
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+    },
+    /// List the images in the registry.
+    #[command(alias = "ls")]
+    List {
+        /// The kubeconfig to use. [default: $KUBECONFIG]
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -188,6 +215,14 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
         }
         Command::Apply(args) => single_threaded()?.block_on(apply(args)),
         Command::Get(args) => single_threaded()?.block_on(get(args)),
+        Command::Image(ImageCommand::Import { path, name, kubeconfig }) => single_threaded()?.block_on(async move {
+            let client = client::Client::new(client::Config::from_kubeconfig(&kubeconfig_path(kubeconfig)?)?);
+            image::import(&client, &path, name.as_deref()).await
+        }),
+        Command::Image(ImageCommand::List { kubeconfig }) => single_threaded()?.block_on(async move {
+            let client = client::Client::new(client::Config::from_kubeconfig(&kubeconfig_path(kubeconfig)?)?);
+            image::list(&client).await
+        }),
     }
 }
 

@@ -6,6 +6,7 @@
 //! It is deliberately small: kubectl and the official client libraries are what users bring;
 //! this crate only serves what Axle's components need.
 
+mod registry;
 pub mod table;
 
 use bytes::Bytes;
@@ -140,10 +141,23 @@ impl Client {
         content_type: &str,
         body: Option<Vec<u8>>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+        let content_type = body.as_ref().map(|_| ("Content-Type", content_type));
+        self.send_with_headers(method, path, &[("Accept", accept)], content_type, body).await
+    }
+
+    /// Sends a request with extra headers; returns the reply whatever its status.
+    async fn send_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        content_type: Option<(&str, &str)>,
+        body: Option<Vec<u8>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         let uri = format!("{}{path}", self.config.server);
-        let mut builder = Request::builder().method(method).uri(&uri).header("Accept", accept);
-        if body.is_some() {
-            builder = builder.header("Content-Type", content_type);
+        let mut builder = Request::builder().method(method).uri(&uri);
+        for (name, value) in headers.iter().chain(content_type.iter()) {
+            builder = builder.header(*name, *value);
         }
         if let Some(token) = &self.config.token {
             builder = builder.header("Authorization", format!("Bearer {token}"));

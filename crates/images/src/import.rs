@@ -103,10 +103,14 @@ fn read_json(path: &Path) -> Result<Value, ImagesError> {
     serde_json::from_slice(&bytes).map_err(|e| ImagesError::ManifestInvalid(format!("{}: {e}", path.display())))
 }
 
-/// The reference an image of a layout is imported as. `ref.name` may be a full reference
-/// (containerd, docker) or a bare tag (umoci, skopeo).
+/// The reference an image of a layout is imported as. A name given with a tag wins; else
+/// `ref.name` may be a full reference (containerd, docker) or a bare tag (umoci, skopeo).
 fn layout_reference(ref_name: Option<&str>, fallback_name: &str) -> Result<Reference, ImagesError> {
     let fallback = Reference::parse(fallback_name)?;
+    let explicit_tag = fallback_name.rsplit('/').next().is_some_and(|last| last.contains(':'));
+    if explicit_tag {
+        return Ok(fallback);
+    }
     match ref_name {
         Some(name) if name.contains(['/', ':']) => Reference::parse(name),
         Some(tag) => Reference::parse(&format!("{}:{tag}", fallback.repository)),
@@ -120,8 +124,15 @@ fn read_layout(dir: &Path, fallback_name: &str) -> Result<Vec<SourceImage>, Imag
         let hex = crate::digest_hex(digest)?;
         Ok(dir.join("blobs").join("sha256").join(hex))
     };
+    let entries = index["manifests"].as_array().cloned().unwrap_or_default();
+    if entries.len() > 1 && fallback_name.rsplit('/').next().is_some_and(|last| last.contains(':')) {
+        return Err(ImagesError::ManifestInvalid(format!(
+            "the layout holds {} images: give --name without a tag, each keeps its own",
+            entries.len()
+        )));
+    }
     let mut images = Vec::new();
-    for entry in index["manifests"].as_array().into_iter().flatten() {
+    for entry in &entries {
         let digest = entry["digest"].as_str().unwrap_or("");
         let path = blob(digest)?;
         let manifest = fs::read(&path).map_err(ImagesError::io(&path))?;
@@ -249,6 +260,7 @@ mod tests {
         assert_eq!(layout_reference(Some("1.0"), "nav").expect("ok").to_string(), "nav:1.0");
         assert_eq!(layout_reference(Some("docker.io/library/bb:2"), "nav").expect("ok").to_string(), "bb:2");
         assert_eq!(layout_reference(None, "nav:3").expect("ok").to_string(), "nav:3");
+        assert_eq!(layout_reference(Some("latest"), "apps/nav:3").expect("ok").to_string(), "apps/nav:3");
     }
 
     #[test]
