@@ -6,6 +6,8 @@
 //! same loop. Like every Axle component it only talks to the API: what it knows it read from
 //! the API, what it reports it wrote there.
 
+mod containers;
+mod images;
 mod logs;
 mod machine;
 mod node;

@@ -47,11 +47,14 @@ impl Agent {
             .await
             .map_err(|e| AgentError::Config(format!("cannot listen for log requests on {node_ip}: {e}")))?;
         let log_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let images = crate::images::ImageCache::open(self.client.clone(), &self.config.data_dir)
+            .map_err(|e| AgentError::Config(format!("cannot open the node's content store: {e}")))?;
         let pods = crate::pods::PodLoop::new(
             self.client.clone(),
             self.config.node_name.clone(),
             self.config.data_dir.clone(),
             node_ip,
+            Arc::new(images),
         );
         let logs = crate::logs::serve(listener, self.config.data_dir.clone(), shutdown.clone());
         let (heartbeat, (), ()) = tokio::join!(self.heartbeat(shutdown.clone(), log_port), pods.run(shutdown), logs);

@@ -5,6 +5,7 @@
 //! list. The desired pods are kept on disk, so after a reboot with no server reachable the agent
 //! starts what it ran before (edge autonomy) and reconciles once the server is back.
 
+use crate::images::ImageCache;
 use crate::supervisor::{Supervisor, SupervisorHandle};
 use crate::AgentError;
 use client::Client;
@@ -19,6 +20,7 @@ pub struct PodLoop {
     node: String,
     data_dir: PathBuf,
     node_ip: String,
+    images: Arc<ImageCache>,
     running: HashMap<String, SupervisorHandle>,
     /// What was last persisted (pods' identities and specs), so status changes write nothing.
     persisted: String,
@@ -29,8 +31,14 @@ fn uid(pod: &Value) -> String {
 }
 
 impl PodLoop {
-    pub fn new(client: Arc<Client>, node: String, data_dir: PathBuf, node_ip: String) -> PodLoop {
-        PodLoop { client, node, data_dir, node_ip, running: HashMap::new(), persisted: String::new() }
+    pub fn new(
+        client: Arc<Client>,
+        node: String,
+        data_dir: PathBuf,
+        node_ip: String,
+        images: Arc<ImageCache>,
+    ) -> PodLoop {
+        PodLoop { client, node, data_dir, node_ip, images, running: HashMap::new(), persisted: String::new() }
     }
 
     fn state_file(&self) -> PathBuf {
@@ -39,6 +47,12 @@ impl PodLoop {
 
     /// Runs until `shutdown`; pods keep running across API outages.
     pub async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        // Containers of an agent that died (kill -9, power cut) are gone or orphaned: clear
+        // them away so that the pods below start once each, cleanly.
+        for binary in ["runc", "crun"] {
+            runtime::remove_containers(binary, &self.data_dir.join("run").join(binary)).await;
+        }
+        runtime::unmount_under(&self.data_dir.join("pods"));
         // Edge autonomy: start what ran before, whether or not the server answers.
         if let Some(pods) = load_state(&self.state_file()) {
             tracing::info!(pods = pods.len(), "restarting the pods this node ran before");
@@ -127,6 +141,7 @@ impl PodLoop {
                         (*pod).clone(),
                         self.data_dir.clone(),
                         self.node_ip.clone(),
+                        self.images.clone(),
                     );
                     self.running.insert(uid, supervisor.spawn());
                 }

@@ -2,10 +2,13 @@
 //! names, restarts them by its `restartPolicy` with exponential back-off, reports the pod's
 //! status, and on deletion stops them gracefully and removes what the pod left.
 
+use crate::containers::PodContext;
+use crate::images::ImageCache;
 use crate::probes::{Probe, Probes};
 use client::Client;
 use runtime::{Container, ContainerSpec, Exit};
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +17,6 @@ use tokio::sync::{mpsc, watch};
 /// Kubernetes' crash back-off: 10 s doubling to 5 min.
 const BACKOFF_BASE: Duration = Duration::from_secs(10);
 const BACKOFF_CAP: Duration = Duration::from_secs(300);
-const LOG_MAX_BYTES: u64 = 10 << 20;
 /// How long a container that failed its liveness probe gets to stop.
 const UNHEALTHY_GRACE: Duration = Duration::from_secs(5);
 
@@ -23,6 +25,7 @@ pub struct Supervisor {
     pod: Value,
     data_dir: PathBuf,
     node_ip: String,
+    images: Arc<ImageCache>,
     /// When this agent started the pod (its `status.startTime` unless the pod already has one).
     started_at: String,
 }
@@ -67,7 +70,7 @@ enum State {
     /// `ready`: the readiness (and startup) probes passed, or there are none.
     Running {
         started_at: String,
-        pid: i32,
+        container_id: String,
         ready: bool,
     },
     Terminated {
@@ -83,11 +86,23 @@ struct ContainerStatus {
     state: State,
     last: Option<State>,
     restarts: u32,
+    /// `repository@sha256:…` of the image it runs (empty for process containers).
+    image_id: String,
 }
 
 impl Supervisor {
-    pub fn new(client: Arc<Client>, pod: Value, data_dir: PathBuf, node_ip: String) -> Supervisor {
-        Supervisor { client, pod, data_dir, node_ip, started_at: api::meta::now_rfc3339() }
+    pub fn new(
+        client: Arc<Client>,
+        pod: Value,
+        data_dir: PathBuf,
+        node_ip: String,
+        images: Arc<ImageCache>,
+    ) -> Supervisor {
+        Supervisor { client, pod, data_dir, node_ip, images, started_at: api::meta::now_rfc3339() }
+    }
+
+    fn context(&self) -> PodContext {
+        PodContext { client: self.client.clone(), pod: self.pod.clone(), data_dir: self.data_dir.clone() }
     }
 
     pub fn spawn(self) -> SupervisorHandle {
@@ -98,13 +113,7 @@ impl Supervisor {
     }
 
     fn pod_dir(&self) -> PathBuf {
-        let meta = &self.pod["metadata"];
-        self.data_dir.join("pods").join(format!(
-            "{}_{}_{}",
-            meta["namespace"].as_str().unwrap_or(""),
-            meta["name"].as_str().unwrap_or(""),
-            meta["uid"].as_str().unwrap_or("")
-        ))
+        self.context().pod_dir()
     }
 
     fn status_path(&self) -> String {
@@ -130,42 +139,31 @@ impl Supervisor {
             .iter()
             .map(|_| "ContainerCreating")
             .chain(containers.iter().map(|_| first_wait))
-            .map(|reason| ContainerStatus { state: waiting(reason, ""), last: None, restarts: 0 })
+            .map(|reason| ContainerStatus {
+                state: waiting(reason, ""),
+                last: None,
+                restarts: 0,
+                image_id: String::new(),
+            })
             .collect();
         let (events_tx, mut events_rx) = mpsc::channel::<(usize, ContainerStatus)>(32);
         let (halt_tx, halt_rx) = watch::channel::<Option<Duration>>(None);
         let mut runners = Vec::new();
         match runtime.as_str() {
-            "process" => match (self.resolve(&init_containers).await, self.resolve(&containers).await) {
-                (Ok(init_specs), Ok(specs)) => {
-                    let policy = self.pod["spec"]["restartPolicy"].as_str().unwrap_or("Always").to_string();
-                    let probes = containers.iter().map(|c| Probes::of(c, &self.node_ip)).collect();
-                    let workload = run_workload(
-                        init_specs,
-                        specs,
-                        probes,
-                        policy,
-                        name.clone(),
-                        events_tx.clone(),
-                        halt_rx.clone(),
-                    );
-                    runners.push(tokio::spawn(workload));
-                }
-                (Err(message), _) | (_, Err(message)) => {
-                    for s in &mut statuses {
-                        s.state = waiting("CreateContainerConfigError", &message);
-                    }
-                }
-            },
-            "runc" | "crun" => {
-                for s in &mut statuses {
-                    s.state = waiting(
-                        "RuntimeUnavailable",
-                        &format!(
-                            "the {runtime} runtime is not available on this agent yet; use runtimeClassName: process"
-                        ),
-                    );
-                }
+            "process" | "runc" | "crun" => {
+                let policy = self.pod["spec"]["restartPolicy"].as_str().unwrap_or("Always").to_string();
+                let probes = containers.iter().map(|c| Probes::of(c, &self.node_ip)).collect();
+                let workload = Workload {
+                    init_containers: init_containers.clone(),
+                    containers: containers.clone(),
+                    probes,
+                    policy,
+                    pod: name.clone(),
+                    runtime: runtime.clone(),
+                };
+                let prepared =
+                    prepare_and_run(self.context(), self.images.clone(), workload, events_tx.clone(), halt_rx.clone());
+                runners.push(tokio::spawn(prepared));
             }
             other => {
                 for s in &mut statuses {
@@ -249,79 +247,6 @@ impl Supervisor {
         }
     }
 
-    /// Resolves the containers' command, environment (including `valueFrom` ConfigMap and
-    /// Secret keys) and log file. The error names the container and the missing piece.
-    async fn resolve(&self, containers: &[Value]) -> Result<Vec<ContainerSpec>, String> {
-        let namespace = self.pod["metadata"]["namespace"].as_str().unwrap_or("default");
-        let mut specs = Vec::new();
-        for c in containers {
-            let name = c["name"].as_str().unwrap_or("").to_string();
-            let strings = |v: &Value| -> Vec<String> {
-                v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(String::from)).collect()
-            };
-            let mut argv = strings(&c["command"]);
-            argv.extend(strings(&c["args"]));
-            if argv.is_empty() {
-                argv.push(c["image"].as_str().unwrap_or("").to_string());
-            }
-            let mut env = vec![
-                ("PATH".to_string(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()),
-                ("HOSTNAME".to_string(), self.pod["metadata"]["name"].as_str().unwrap_or("").to_string()),
-            ];
-            for e in c["env"].as_array().into_iter().flatten() {
-                let key = e["name"].as_str().unwrap_or("").to_string();
-                let value = match (&e["value"], &e["valueFrom"]) {
-                    (Value::String(v), _) => v.clone(),
-                    (_, from) if from.is_object() => self
-                        .value_from(namespace, from)
-                        .await
-                        .map_err(|why| format!("container {name:?}: env {key}: {why}"))?,
-                    _ => String::new(),
-                };
-                env.push((key, value));
-            }
-            specs.push(ContainerSpec {
-                log_path: self.pod_dir().join(&name).join("0.log"),
-                name,
-                argv,
-                env,
-                working_dir: c["workingDir"].as_str().map(PathBuf::from),
-                log_max_bytes: LOG_MAX_BYTES,
-            });
-        }
-        Ok(specs)
-    }
-
-    async fn value_from(&self, namespace: &str, from: &Value) -> Result<String, String> {
-        let (kind, reference) = if from["configMapKeyRef"].is_object() {
-            ("configmaps", &from["configMapKeyRef"])
-        } else if from["secretKeyRef"].is_object() {
-            ("secrets", &from["secretKeyRef"])
-        } else if from["fieldRef"].is_object() {
-            let path = from["fieldRef"]["fieldPath"].as_str().unwrap_or("");
-            return Ok(api::selector::field_value(&self.pod, path));
-        } else {
-            return Err("unsupported valueFrom".into());
-        };
-        let name = reference["name"].as_str().unwrap_or("");
-        let key = reference["key"].as_str().unwrap_or("");
-        let optional = reference["optional"].as_bool() == Some(true);
-        let object = match self.client.get(&format!("/api/v1/namespaces/{namespace}/{kind}/{name}")).await {
-            Ok(o) => o,
-            Err(e) if optional && e.is_not_found() => return Ok(String::new()),
-            Err(e) => return Err(format!("{kind} {name:?}: {e}")),
-        };
-        let value = &object["data"][key];
-        match (kind, value.as_str()) {
-            ("secrets", Some(encoded)) => {
-                decode_base64(encoded).ok_or_else(|| format!("secret {name:?} key {key:?} is not base64"))
-            }
-            (_, Some(v)) => Ok(v.to_string()),
-            (_, None) if optional => Ok(String::new()),
-            _ => Err(format!("{kind} {name:?} has no key {key:?}")),
-        }
-    }
-
     /// The pod status for the containers' states. `transitions` remembers when each condition
     /// last changed, so an unchanged pod yields an identical status and causes no write.
     fn pod_status(
@@ -377,15 +302,15 @@ impl Supervisor {
                 .map(|(c, s)| {
                     let running = matches!(s.state, State::Running { .. });
                     let mut status = json!({
-                        "name": c["name"], "image": c["image"], "imageID": "",
+                        "name": c["name"], "image": c["image"], "imageID": s.image_id,
                         "ready": if init { succeeded(s) } else { matches!(s.state, State::Running { ready: true, .. }) },
                         "started": running,
                         "restartCount": s.restarts,
                         "state": state_json(&s.state),
                         "lastState": s.last.as_ref().map(state_json).unwrap_or_else(|| json!({})),
                     });
-                    if let State::Running { pid, .. } = s.state {
-                        status["containerID"] = json!(format!("process://{pid}"));
+                    if let State::Running { container_id, .. } = &s.state {
+                        status["containerID"] = json!(container_id);
                     }
                     status
                 })
@@ -408,35 +333,152 @@ impl Supervisor {
     }
 }
 
-/// Runs the pod's init containers one after the other (each must succeed; a failed one is
-/// retried unless the pod's policy is Never), then its containers side by side.
-async fn run_workload(
-    init_specs: Vec<ContainerSpec>,
-    specs: Vec<ContainerSpec>,
+/// A pod's containers and how to run them.
+struct Workload {
+    init_containers: Vec<Value>,
+    containers: Vec<Value>,
     probes: Vec<Probes>,
     policy: String,
+    /// `namespace/name`, for logs and messages.
+    pod: String,
+    runtime: String,
+}
+
+/// Where a container's runner reports, and what tells it to stop.
+#[derive(Clone)]
+struct Channels {
     pod: String,
     events: mpsc::Sender<(usize, ContainerStatus)>,
     halt: watch::Receiver<Option<Duration>>,
+}
+
+/// Why a pod cannot start yet, for one container (`Some(index)`) or all of them.
+struct NotReady {
+    container: Option<usize>,
+    reason: &'static str,
+    message: String,
+}
+
+/// Prepares the pod (images, volumes, container specs), retrying with back-off while that
+/// fails (an image not pushed yet, a ConfigMap not created yet), then runs it.
+async fn prepare_and_run(
+    ctx: PodContext,
+    images: Arc<ImageCache>,
+    workload: Workload,
+    events: mpsc::Sender<(usize, ContainerStatus)>,
+    mut halt: watch::Receiver<Option<Duration>>,
 ) {
+    let total = workload.init_containers.len() + workload.containers.len();
+    let mut failures: u32 = 0;
+    loop {
+        match prepare(&ctx, &images, &workload).await {
+            Ok(prepared) => {
+                let channels = Channels { pod: workload.pod.clone(), events, halt };
+                return run_workload(prepared, workload, channels).await;
+            }
+            Err(not_ready) => {
+                let delay = BACKOFF_BASE.saturating_mul(1 << failures.min(5)).min(BACKOFF_CAP);
+                tracing::info!(pod = %workload.pod, reason = not_ready.reason, message = %not_ready.message, retry_seconds = delay.as_secs(), "pod cannot start yet");
+                let indexes: Vec<usize> = match not_ready.container {
+                    Some(i) => vec![i],
+                    None => (0..total).collect(),
+                };
+                for &i in &indexes {
+                    let state = waiting(not_ready.reason, &not_ready.message);
+                    let status = ContainerStatus { state, last: None, restarts: 0, image_id: String::new() };
+                    let _ = events.send((i, status)).await;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = halted(&mut halt) => return,
+                }
+                if not_ready.reason == "ErrImagePull" {
+                    for &i in &indexes {
+                        let message = format!("Back-off pulling image: {}", not_ready.message);
+                        let status = ContainerStatus {
+                            state: waiting("ImagePullBackOff", &message),
+                            last: None,
+                            restarts: 0,
+                            image_id: String::new(),
+                        };
+                        let _ = events.send((i, status)).await;
+                    }
+                }
+                failures += 1;
+            }
+        }
+    }
+}
+
+/// Everything the runners need: specs and image ids of init containers, then containers.
+struct Prepared {
+    init_specs: Vec<(ContainerSpec, String)>,
+    specs: Vec<(ContainerSpec, String)>,
+}
+
+async fn prepare(ctx: &PodContext, images: &ImageCache, workload: &Workload) -> Result<Prepared, NotReady> {
+    let all = workload.init_containers.iter().chain(&workload.containers);
+    let mut pulled = HashMap::new();
+    if workload.runtime != "process" {
+        if !runtime_installed(&workload.runtime) {
+            return Err(NotReady {
+                container: None,
+                reason: "RuntimeUnavailable",
+                message: format!("the {} runtime is not installed on this node", workload.runtime),
+            });
+        }
+        for (index, c) in all.enumerate() {
+            let image = c["image"].as_str().unwrap_or("");
+            if pulled.contains_key(image) {
+                continue;
+            }
+            let image_ok = images.ensure(image).await.map_err(|e| NotReady {
+                container: Some(index),
+                reason: e.reason,
+                message: e.message,
+            })?;
+            pulled.insert(image.to_string(), image_ok);
+        }
+    }
+    let config_error = |message: String| NotReady { container: None, reason: "CreateContainerConfigError", message };
+    let volumes = ctx.volumes().await.map_err(config_error)?;
+    let init_specs =
+        ctx.resolve(&workload.init_containers, &volumes, &pulled, &workload.runtime).await.map_err(config_error)?;
+    let specs = ctx.resolve(&workload.containers, &volumes, &pulled, &workload.runtime).await.map_err(config_error)?;
+    let image_id =
+        |c: &Value| c["image"].as_str().and_then(|i| pulled.get(i)).map(|p| p.image_id.clone()).unwrap_or_default();
+    Ok(Prepared {
+        init_specs: init_specs.into_iter().zip(workload.init_containers.iter().map(image_id)).collect(),
+        specs: specs.into_iter().zip(workload.containers.iter().map(image_id)).collect(),
+    })
+}
+
+/// Whether the runtime binary is on PATH (or given as a path).
+fn runtime_installed(binary: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).any(|dir| dir.join(binary).is_file())
+}
+
+/// Runs the pod's init containers one after the other (each must succeed; a failed one is
+/// retried unless the pod's policy is Never), then its containers side by side.
+async fn run_workload(prepared: Prepared, workload: Workload, channels: Channels) {
+    let policy = workload.policy;
     let init_policy = if policy == "Never" { "Never" } else { "OnFailure" };
-    let offset = init_specs.len();
-    for (index, spec) in init_specs.into_iter().enumerate() {
-        let init_policy = init_policy.to_string();
+    let offset = prepared.init_specs.len();
+    for (index, (spec, image_id)) in prepared.init_specs.into_iter().enumerate() {
         let outcome =
-            run_container(index, spec, Probes::default(), init_policy, pod.clone(), events.clone(), halt.clone()).await;
+            run_container(index, spec, image_id, Probes::default(), init_policy.to_string(), channels.clone()).await;
         if !matches!(outcome, Some(exit) if exit.code == 0) {
             return;
         }
     }
-    let runners: Vec<_> = specs
+    let runners: Vec<_> = prepared
+        .specs
         .into_iter()
-        .zip(probes)
+        .zip(workload.probes)
         .enumerate()
-        .map(|(i, (spec, probes))| {
-            let runner =
-                run_container(offset + i, spec, probes, policy.clone(), pod.clone(), events.clone(), halt.clone());
-            tokio::spawn(runner)
+        .map(|(i, ((spec, image_id), probes))| {
+            tokio::spawn(run_container(offset + i, spec, image_id, probes, policy.clone(), channels.clone()))
         })
         .collect();
     for runner in runners {
@@ -471,36 +513,18 @@ fn grace_period(pod: &Value) -> Duration {
     Duration::from_secs(seconds.max(0) as u64)
 }
 
-fn decode_base64(text: &str) -> Option<String> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut bits = 0u32;
-    let mut count = 0;
-    let mut out = Vec::new();
-    for b in text.bytes().filter(|b| *b != b'=' && !b.is_ascii_whitespace()) {
-        let v = ALPHABET.iter().position(|a| *a == b)? as u32;
-        bits = (bits << 6) | v;
-        count += 6;
-        if count >= 8 {
-            count -= 8;
-            out.push((bits >> count) as u8);
-            bits &= (1 << count) - 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 /// Runs one container: start, wait, restart by policy with back-off, until the policy says it
 /// is done (its last exit is returned) or the supervisor halts it (None).
 async fn run_container(
     index: usize,
     spec: ContainerSpec,
+    image_id: String,
     probes: Probes,
     policy: String,
-    pod: String,
-    events: mpsc::Sender<(usize, ContainerStatus)>,
-    mut halt: watch::Receiver<Option<Duration>>,
+    channels: Channels,
 ) -> Option<Exit> {
-    let mut status = ContainerStatus { state: waiting("ContainerCreating", ""), last: None, restarts: 0 };
+    let Channels { pod, events, mut halt } = channels;
+    let mut status = ContainerStatus { state: waiting("ContainerCreating", ""), last: None, restarts: 0, image_id };
     let log_dir = spec.log_path.parent().map(PathBuf::from).unwrap_or_default();
     loop {
         let started_at = api::meta::now_rfc3339();
@@ -516,11 +540,15 @@ async fn run_container(
             Err(e) => {
                 status.state = waiting("RunContainerError", &e.to_string());
                 let _ = events.send((index, status.clone())).await;
-                Exit { code: 128, signal: None }
+                Exit { code: 128, signal: None, oom_killed: false }
             }
             Ok(mut container) => {
                 let unprobed = probes.readiness.is_none() && probes.startup.is_none();
-                status.state = State::Running { started_at: started_at.clone(), pid: container.pid(), ready: unprobed };
+                status.state = State::Running {
+                    started_at: started_at.clone(),
+                    container_id: container.container_id(),
+                    ready: unprobed,
+                };
                 let _ = events.send((index, status.clone())).await;
                 let (probe_tx, mut probe_rx) = mpsc::channel(4);
                 let prober = tokio::spawn(watch_probes(
@@ -557,10 +585,9 @@ async fn run_container(
                         container.stop(grace).await
                     }
                 };
-                let reason = if exit.code == 0 { "Completed" } else { "Error" };
                 status.state = State::Terminated {
                     exit,
-                    reason: reason.into(),
+                    reason: exit.reason().into(),
                     started_at,
                     finished_at: api::meta::now_rfc3339(),
                 };
@@ -682,12 +709,6 @@ async fn passes_within_threshold(probe: &Probe, env: &[(String, String)], cwd: O
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_decodes_secret_values() {
-        assert_eq!(decode_base64("aGVsbG8="), Some("hello".into()));
-        assert_eq!(decode_base64("!!"), None);
-    }
 
     #[test]
     fn grace_period_prefers_the_deletion_grace() {

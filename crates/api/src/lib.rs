@@ -19,6 +19,7 @@ pub mod defaults;
 pub mod dependencies;
 pub mod error;
 pub mod meta;
+pub mod quantity;
 pub mod resource;
 pub mod schema;
 pub mod selector;

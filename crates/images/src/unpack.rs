@@ -51,6 +51,22 @@ pub fn decompressed<R: Read + 'static>(reader: R) -> std::io::Result<Box<dyn Rea
     }
 }
 
+/// For an index: the digest of its manifest for `os`/`arch` (or of one that names no
+/// platform). None for an image manifest.
+pub fn child_for_platform(manifest: &Manifest, os: &str, arch: &str) -> Result<Option<String>, ImagesError> {
+    let ManifestKind::Index(index) = &manifest.kind else { return Ok(None) };
+    let matches = |m: &&oci_spec::image::Descriptor| {
+        m.platform().as_ref().is_some_and(|p| p.os().to_string() == os && p.architecture().to_string() == arch)
+    };
+    let chosen = index
+        .manifests()
+        .iter()
+        .find(matches)
+        .or_else(|| index.manifests().iter().find(|m| m.platform().is_none()))
+        .ok_or_else(|| ImagesError::ManifestUnknown(format!("{} has no manifest for {os}/{arch}", manifest.digest)))?;
+    Ok(Some(chosen.digest().to_string()))
+}
+
 /// Picks the manifest for `os`/`arch` out of an index (an image manifest is returned as is).
 pub fn select_platform(
     store: &ContentStore,
@@ -58,17 +74,10 @@ pub fn select_platform(
     os: &str,
     arch: &str,
 ) -> Result<Manifest, ImagesError> {
-    let ManifestKind::Index(index) = &manifest.kind else { return Ok(manifest) };
-    let chosen = index
-        .manifests()
-        .iter()
-        .find(|m| {
-            m.platform().as_ref().is_some_and(|p| p.os().to_string() == os && p.architecture().to_string() == arch)
-        })
-        .or_else(|| index.manifests().iter().find(|m| m.platform().is_none()))
-        .ok_or_else(|| ImagesError::ManifestUnknown(format!("{} has no manifest for {os}/{arch}", manifest.digest)))?;
-    let bytes = store.read_blob(chosen.digest().as_ref())?;
-    Manifest::parse(&bytes)
+    match child_for_platform(&manifest, os, arch)? {
+        None => Ok(manifest),
+        Some(digest) => Manifest::parse(&store.read_blob(&digest)?),
+    }
 }
 
 /// The image's rootfs, unpacked into `cache_dir` if it is not there yet. Every blob must be

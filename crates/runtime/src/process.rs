@@ -2,42 +2,33 @@
 //! of its own, supervised directly by the agent.
 
 use crate::logs::{pump, LogFile};
-use crate::{ContainerSpec, RuntimeError};
+use crate::{ContainerSpec, Exit, RuntimeError};
+use std::ffi::CString;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::process::{Child, Command};
 
-/// How a container ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Exit {
-    /// The exit code; 128 + signal for a killed process, as shells and Kubernetes report it.
-    pub code: i32,
-    pub signal: Option<i32>,
-}
-
-impl Exit {
-    fn from_status(status: std::process::ExitStatus) -> Exit {
-        match (status.code(), status.signal()) {
-            (Some(code), _) => Exit { code, signal: None },
-            (None, Some(sig)) => Exit { code: 128 + sig, signal: Some(sig) },
-            (None, None) => Exit { code: -1, signal: None },
-        }
+fn exit_of(status: std::process::ExitStatus) -> Exit {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => Exit { code, signal: None, oom_killed: false },
+        (None, Some(sig)) => Exit { code: 128 + sig, signal: Some(sig), oom_killed: false },
+        (None, None) => Exit { code: -1, signal: None, oom_killed: false },
     }
 }
 
-/// A running container.
-pub struct Container {
+/// A running native process container.
+pub struct ProcessContainer {
     child: Child,
     pid: i32,
     exit: Option<Exit>,
     pumps: Vec<tokio::task::JoinHandle<()>>,
 }
 
-impl Container {
+impl ProcessContainer {
     /// Starts the container's process in its own process group, its output going to its log.
-    pub async fn start(spec: &ContainerSpec) -> Result<Container, RuntimeError> {
+    pub async fn start(spec: &ContainerSpec) -> Result<ProcessContainer, RuntimeError> {
         let Some((program, args)) = spec.argv.split_first() else {
             return Err(RuntimeError::NoCommand { container: spec.name.clone() });
         };
@@ -55,14 +46,19 @@ impl Container {
         if let Some(dir) = &spec.working_dir {
             command.current_dir(dir);
         }
-        // SAFETY: the closure runs in the forked child before exec and only calls prctl(2),
-        // which is async-signal-safe. It ties the container's life to the agent's: if the agent
-        // is killed, the container is too, and the restarted agent starts it again instead of
-        // finding an orphan it cannot supervise.
+        let binds = prepare_binds(spec)?;
+        // SAFETY: the closure runs in the forked child before exec and only makes system calls
+        // (prctl, unshare, mount) on memory prepared before the fork: async-signal-safe.
+        // PDEATHSIG ties the container's life to the agent's: if the agent is killed, the
+        // container is too, and the restarted agent starts it again instead of finding an
+        // orphan it cannot supervise.
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                if !binds.is_empty() {
+                    mount_volumes(&binds)?;
                 }
                 Ok(())
             });
@@ -80,7 +76,7 @@ impl Container {
         if let Some(err) = child.stderr.take() {
             pumps.push(tokio::spawn(pump(err, "stderr", log)));
         }
-        Ok(Container { child, pid, exit: None, pumps })
+        Ok(ProcessContainer { child, pid, exit: None, pumps })
     }
 
     pub fn pid(&self) -> i32 {
@@ -93,8 +89,8 @@ impl Container {
             return exit;
         }
         let exit = match self.child.wait().await {
-            Ok(status) => Exit::from_status(status),
-            Err(_) => Exit { code: -1, signal: None },
+            Ok(status) => exit_of(status),
+            Err(_) => Exit { code: -1, signal: None, oom_killed: false },
         };
         for pump in self.pumps.drain(..) {
             let _ = pump.await;
@@ -130,7 +126,66 @@ impl Container {
     }
 }
 
-impl Drop for Container {
+/// A volume mount prepared for the child: C strings made before the fork.
+struct Bind {
+    source: CString,
+    destination: CString,
+    read_only: bool,
+}
+
+/// Volumes of a process container appear at their mount paths in a mount namespace of the
+/// process's own (the host's view is untouched). Mount points are created on the host if
+/// missing, as kubelet does for hostPath; this needs root, as a car's agent is.
+fn prepare_binds(spec: &ContainerSpec) -> Result<Vec<Bind>, RuntimeError> {
+    if spec.mounts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let fail =
+        |cause: String| RuntimeError::Start { container: spec.name.clone(), command: spec.argv.join(" "), cause };
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(fail("volumes of process containers are mounted in a private mount namespace, which needs the agent to run as root".into()));
+    }
+    spec.mounts
+        .iter()
+        .map(|m| {
+            let create = if m.source.is_dir() {
+                std::fs::create_dir_all(&m.destination)
+            } else {
+                m.destination.parent().map(std::fs::create_dir_all).unwrap_or(Ok(())).and_then(|_| {
+                    std::fs::OpenOptions::new().create(true).append(true).open(&m.destination).map(|_| ())
+                })
+            };
+            create.map_err(|e| fail(format!("cannot create mount point {}: {e}", m.destination.display())))?;
+            let c = |p: &std::path::Path| {
+                CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| fail(format!("bad path {}", p.display())))
+            };
+            Ok(Bind { source: c(&m.source)?, destination: c(&m.destination)?, read_only: m.read_only })
+        })
+        .collect()
+}
+
+/// In the forked child: a private mount namespace with the volumes bound in.
+fn mount_volumes(binds: &[Bind]) -> std::io::Result<()> {
+    let check = |rc: i32| if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) };
+    let none = std::ptr::null();
+    // SAFETY: unshare(2) and mount(2) with C strings that live in `binds` across the calls.
+    unsafe {
+        check(libc::unshare(libc::CLONE_NEWNS))?;
+        check(libc::mount(none, c"/".as_ptr(), none, libc::MS_REC | libc::MS_PRIVATE, none.cast()))?;
+        for bind in binds {
+            let flags = libc::MS_BIND | libc::MS_REC;
+            check(libc::mount(bind.source.as_ptr(), bind.destination.as_ptr(), none, flags, none.cast()))?;
+            if bind.read_only {
+                let flags = flags | libc::MS_REMOUNT | libc::MS_RDONLY;
+                check(libc::mount(none, bind.destination.as_ptr(), none, flags, none.cast()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Drop for ProcessContainer {
     fn drop(&mut self) {
         if self.exit.is_none() {
             self.signal(libc::SIGKILL);
@@ -150,16 +205,19 @@ mod tests {
             working_dir: Some(dir.to_path_buf()),
             log_path: dir.join("c.log"),
             log_max_bytes: 1 << 20,
+            mounts: vec![],
+            isolation: crate::Isolation::Process,
         }
     }
 
     #[tokio::test]
     async fn container_start_logs_output_and_reports_exit_code() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut c = Container::start(&spec(dir.path(), &["/bin/sh", "-c", "echo $GREETING; echo oops >&2; exit 3"]))
-            .await
-            .expect("starts");
-        assert_eq!(c.wait().await, Exit { code: 3, signal: None });
+        let mut c =
+            ProcessContainer::start(&spec(dir.path(), &["/bin/sh", "-c", "echo $GREETING; echo oops >&2; exit 3"]))
+                .await
+                .expect("starts");
+        assert_eq!(c.wait().await, Exit { code: 3, signal: None, oom_killed: false });
         let log = std::fs::read_to_string(dir.path().join("c.log")).expect("log");
         assert!(log.contains(" stdout F hello") && log.contains(" stderr F oops"), "{log}");
     }
@@ -167,10 +225,10 @@ mod tests {
     #[tokio::test]
     async fn container_stop_terminates_then_kills() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut polite = Container::start(&spec(dir.path(), &["/bin/sleep", "60"])).await.expect("starts");
+        let mut polite = ProcessContainer::start(&spec(dir.path(), &["/bin/sleep", "60"])).await.expect("starts");
         assert_eq!(polite.stop(Duration::from_secs(5)).await.signal, Some(libc::SIGTERM));
         let mut stubborn =
-            Container::start(&spec(dir.path(), &["/bin/sh", "-c", "trap '' TERM; echo armed; sleep 60 & wait"]))
+            ProcessContainer::start(&spec(dir.path(), &["/bin/sh", "-c", "trap '' TERM; echo armed; sleep 60 & wait"]))
                 .await
                 .expect("starts");
         // Signal only once the trap is set.
@@ -182,11 +240,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn volumes_appear_at_their_mount_paths_only_for_the_process() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let volume = dir.path().join("volume");
+        std::fs::create_dir(&volume).expect("volume");
+        std::fs::write(volume.join("config"), "from the volume").expect("file");
+        let inside = dir.path().join("etc-app");
+        let mut spec = spec(dir.path(), &["/bin/sh", "-c", "cat etc-app/config; touch etc-app/new"]);
+        spec.mounts = vec![crate::Mount { source: volume.clone(), destination: inside.clone(), read_only: true }];
+        let mut c = ProcessContainer::start(&spec).await.expect("starts");
+        assert_eq!(c.wait().await.code, 1, "the read-only volume refuses writes");
+        let log = std::fs::read_to_string(dir.path().join("c.log")).expect("log");
+        assert!(log.contains("from the volume"), "{log}");
+        assert!(!inside.join("config").exists(), "the host does not see the mount");
+    }
+
+    #[tokio::test]
     async fn container_start_fails_clearly_for_a_missing_executable() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let err = Container::start(&spec(dir.path(), &["/nonexistent/app"])).await.err().expect("fails");
+        let err = ProcessContainer::start(&spec(dir.path(), &["/nonexistent/app"])).await.err().expect("fails");
         assert!(err.to_string().contains("/nonexistent/app"), "{err}");
-        let err = Container::start(&spec(dir.path(), &[])).await.err().expect("fails");
+        let err = ProcessContainer::start(&spec(dir.path(), &[])).await.err().expect("fails");
         assert!(matches!(err, RuntimeError::NoCommand { .. }));
     }
 }
