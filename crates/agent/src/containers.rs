@@ -124,7 +124,11 @@ impl PodContext {
             let fail = |why: String| format!("volume {name:?}: {why}");
             let dir = root.join(name);
             let path = if volume["emptyDir"].is_object() {
-                std::fs::create_dir_all(&dir).map_err(|e| fail(e.to_string()))?;
+                // World-writable as in Kubernetes: any user the containers run as may write.
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::create_dir_all(&dir)
+                    .and_then(|_| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)))
+                    .map_err(|e| fail(e.to_string()))?;
                 dir
             } else if volume["hostPath"].is_object() {
                 host_path(&volume["hostPath"]).map_err(fail)?
@@ -541,21 +545,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 fn decode_base64(text: &str) -> Option<Vec<u8>> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut bits = 0u32;
-    let mut count = 0;
-    let mut out = Vec::new();
-    for b in text.bytes().filter(|b| *b != b'=' && !b.is_ascii_whitespace()) {
-        let v = ALPHABET.iter().position(|a| *a == b)? as u32;
-        bits = (bits << 6) | v;
-        count += 6;
-        if count >= 8 {
-            count -= 8;
-            out.push((bits >> count) as u8);
-            bits &= (1 << count) - 1;
-        }
-    }
-    Some(out)
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(text.trim()).ok()
 }
 
 #[cfg(test)]

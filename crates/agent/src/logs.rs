@@ -127,8 +127,9 @@ fn render(line: &str, timestamps: bool, since: Option<&str>) -> Option<String> {
     Some(if timestamps { format!("{ts} {text}\n") } else { format!("{text}\n") })
 }
 
-/// The log files of a container, oldest first: the current start's (or with `previous`, the
-/// one before), its rotated part first.
+/// The log files of a container, oldest first: the latest start's (or with `previous`, the
+/// last one that ended, as in `lastState`), its rotated part first. A start that ended has an
+/// `<n>.exited` marker: while a container waits in back-off, its latest start is the previous.
 pub fn log_files(data_dir: &Path, namespace: &str, pod: &str, container: &str, previous: bool) -> Option<Vec<PathBuf>> {
     let prefix = format!("{namespace}_{pod}_");
     let pod_dir = std::fs::read_dir(data_dir.join("pods"))
@@ -143,7 +144,12 @@ pub fn log_files(data_dir: &Path, namespace: &str, pod: &str, container: &str, p
         .filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".log").and_then(|n| n.parse().ok()))
         .collect();
     starts.sort_unstable();
-    let chosen = if previous { starts.len().checked_sub(2).map(|i| starts[i]) } else { starts.last().copied() }?;
+    let latest = starts.last().copied()?;
+    let chosen = match previous {
+        false => latest,
+        true if dir.join(format!("{latest}.exited")).exists() => latest,
+        true => starts.len().checked_sub(2).map(|i| starts[i])?,
+    };
     let current = dir.join(format!("{chosen}.log"));
     let rotated = current.with_extension("log.1");
     Some([rotated, current].into_iter().filter(|p| p.exists()).collect())
@@ -174,6 +180,9 @@ mod tests {
         assert_eq!(current, vec![c.join("2.log")]);
         let previous = log_files(dir.path(), "default", "web", "app", true).expect("previous");
         assert_eq!(previous, vec![c.join("1.log.1"), c.join("1.log")]);
+        // In back-off the latest start has ended: it is the previous one.
+        std::fs::write(c.join("2.exited"), "").expect("marker");
+        assert_eq!(log_files(dir.path(), "default", "web", "app", true).expect("previous"), vec![c.join("2.log")]);
         assert!(log_files(dir.path(), "default", "nope", "app", false).is_none());
     }
 }

@@ -241,10 +241,13 @@ impl Supervisor {
                 _ = tokio::time::sleep(Duration::from_secs(10)), if last_written.is_none() => {}
             }
         }
+        // The pod is gone from the API (deleted at once, as terminal pods are): stop what may
+        // still run and remove what it left.
         let _ = halt_tx.send(Some(Duration::ZERO));
         for runner in runners {
             let _ = runner.await;
         }
+        let _ = std::fs::remove_dir_all(self.pod_dir());
     }
 
     /// The pod status for the containers' states. `transitions` remembers when each condition
@@ -533,8 +536,9 @@ async fn run_container(
         let mut attempt = spec.clone();
         attempt.log_path = log_dir.join(format!("{}.log", status.restarts));
         if let Some(stale) = status.restarts.checked_sub(2) {
-            let _ = std::fs::remove_file(log_dir.join(format!("{stale}.log")));
-            let _ = std::fs::remove_file(log_dir.join(format!("{stale}.log.1")));
+            for suffix in ["log", "log.1", "exited"] {
+                let _ = std::fs::remove_file(log_dir.join(format!("{stale}.{suffix}")));
+            }
         }
         let exit = match Container::start(&attempt).await {
             Err(e) => {
@@ -585,6 +589,8 @@ async fn run_container(
                         container.stop(grace).await
                     }
                 };
+                // Marks this start's log as one of an ended container (see `logs::log_files`).
+                let _ = std::fs::write(log_dir.join(format!("{}.exited", status.restarts)), b"");
                 status.state = State::Terminated {
                     exit,
                     reason: exit.reason().into(),

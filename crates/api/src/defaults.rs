@@ -80,6 +80,17 @@ pub fn apply_defaults(kind: &str, obj: &mut Value) {
         "Secret" => {
             if let Some(o) = obj.as_object_mut() {
                 default_field(o, "type", json!("Opaque"));
+                // `stringData` is write-only: merged into `data` (base64), winning on conflict.
+                if let Some(Value::Object(strings)) = o.remove("stringData") {
+                    use base64::Engine as _;
+                    let data = o.entry("data").or_insert_with(|| json!({}));
+                    if let Some(data) = data.as_object_mut() {
+                        for (key, value) in strings {
+                            let text = value.as_str().unwrap_or_default();
+                            data.insert(key, json!(base64::engine::general_purpose::STANDARD.encode(text)));
+                        }
+                    }
+                }
             }
         }
         "Node" => {
@@ -227,6 +238,13 @@ fn default_service(obj: &mut Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_string_data_merges_into_data() {
+        let mut secret = json!({"stringData": {"token": "s3cret"}, "data": {"other": "eA=="}});
+        apply_defaults("Secret", &mut secret);
+        assert_eq!(secret, json!({"type": "Opaque", "data": {"token": "czNjcmV0", "other": "eA=="}}));
+    }
 
     #[test]
     fn pod_defaults_fill_what_describe_prints() {

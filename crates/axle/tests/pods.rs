@@ -6,22 +6,7 @@ mod support;
 
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::{wait_for, Agent, Server};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
-
-fn create(server: &Server, pod: &Value) {
-    let (status, body) =
-        server.http("POST", "/api/v1/namespaces/default/pods", Some(("application/json", &pod.to_string())));
-    assert_eq!(status, 201, "{body}");
-}
-
-fn get_pod(server: &Server, name: &str) -> Option<Value> {
-    let (status, body) = server.http("GET", &format!("/api/v1/namespaces/default/pods/{name}"), None);
-    (status == 200).then(|| serde_json::from_str(&body).expect("pod JSON"))
-}
+use support::{free_port, wait_for, Agent, Server};
 
 fn http_server_pod(name: &str, port: u16) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
@@ -39,9 +24,9 @@ fn process_pods_run_restart_report_and_clean_up() {
     let server = Server::start_with(&["--node-grace-seconds", "3"]);
     let _agent = Agent::start(&server, "hpc-1", 1);
     let port = free_port();
-    create(&server, &http_server_pod("web", port));
+    server.create_pod(&http_server_pod("web", port));
     let pod = wait_for("the web pod to be Running and Ready", Duration::from_secs(30), || {
-        let pod = get_pod(&server, "web")?;
+        let pod = server.pod("web")?;
         let ready =
             pod["status"]["conditions"].as_array()?.iter().any(|c| c["type"] == "Ready" && c["status"] == "True");
         (pod["status"]["phase"] == "Running" && ready).then_some(pod)
@@ -52,23 +37,18 @@ fn process_pods_run_restart_report_and_clean_up() {
     assert!(table.contains("1/1") && table.contains("Running"), "{table}");
 
     // A crashing container is restarted with back-off and says so.
-    create(
-        &server,
-        &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "crasher"},
+    server.create_pod(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "crasher"},
         "spec": {"nodeName": "hpc-1", "runtimeClassName": "process",
-                 "containers": [{"name": "c", "image": "sh", "command": ["sh", "-c", "echo starting; exit 3"]}]}}),
-    );
+                 "containers": [{"name": "c", "image": "sh", "command": ["sh", "-c", "echo starting; exit 3"]}]}}));
     let crashed = wait_for("the crasher to be restarted", Duration::from_secs(40), || {
-        let pod = get_pod(&server, "crasher")?;
+        let pod = server.pod("crasher")?;
         (pod["status"]["containerStatuses"][0]["restartCount"].as_u64()? >= 1).then_some(pod)
     });
     let status = &crashed["status"]["containerStatuses"][0];
     assert_eq!(status["lastState"]["terminated"]["exitCode"], 3, "{status}");
 
     // Logs through the API server, from the agent that keeps them.
-    create(
-        &server,
-        &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "talker"},
+    server.create_pod(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "talker"},
         "spec": {"nodeName": "hpc-1", "runtimeClassName": "process",
                  "containers": [{"name": "c", "image": "sh", "command": ["sh", "-c", "echo one; echo two; exec sleep 3600"]}]}}),
     );
@@ -82,9 +62,7 @@ fn process_pods_run_restart_report_and_clean_up() {
     let stamped = server.kubectl_ok(&["logs", "talker", "--timestamps"]);
     assert!(stamped.lines().all(|l| l.len() > 31 && l.as_bytes()[4] == b'-'), "{stamped}");
     assert!(server.kubectl_ok(&["logs", "crasher"]).contains("starting"));
-    create(
-        &server,
-        &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ticker"},
+    server.create_pod(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ticker"},
         "spec": {"nodeName": "hpc-1", "runtimeClassName": "process",
                  "containers": [{"name": "c", "image": "sh", "command": ["sh", "-c", "while true; do echo tick; sleep 0.2; done"]}]}}),
     );
@@ -107,13 +85,10 @@ fn process_pods_run_restart_report_and_clean_up() {
     assert!(err.contains("container nope is not valid for pod talker"), "{err}");
 
     // Bad input gets a clear reason; the other pods keep running.
-    create(
-        &server,
-        &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "odd"},
-        "spec": {"nodeName": "hpc-1", "runtimeClassName": "warp-drive", "containers": [{"name": "c", "image": "x"}]}}),
-    );
+    server.create_pod(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "odd"},
+        "spec": {"nodeName": "hpc-1", "runtimeClassName": "warp-drive", "containers": [{"name": "c", "image": "x"}]}}));
     wait_for("the odd pod to report its runtime class", Duration::from_secs(20), || {
-        let pod = get_pod(&server, "odd")?;
+        let pod = server.pod("odd")?;
         (pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "RuntimeClassNotFound").then_some(())
     });
     assert!(answers(port), "the web pod still serves");
@@ -121,7 +96,7 @@ fn process_pods_run_restart_report_and_clean_up() {
     // Deletion stops the process and removes the pod.
     let out = server.kubectl_ok(&["delete", "pod", "web", "--wait=true", "--timeout=30s"]);
     assert!(out.contains("deleted"), "{out}");
-    assert!(get_pod(&server, "web").is_none());
+    assert!(server.pod("web").is_none());
     wait_for("the port to close", Duration::from_secs(10), || (!answers(port)).then_some(()));
 }
 
@@ -130,7 +105,7 @@ fn agent_restarted_without_server_brings_its_pods_back() {
     let server = Server::start();
     let mut agent = Agent::start(&server, "hpc-1", 1);
     let port = free_port();
-    create(&server, &http_server_pod("nav", port));
+    server.create_pod(&http_server_pod("nav", port));
     wait_for("the nav pod to serve", Duration::from_secs(30), || answers(port).then_some(()));
 
     // The control plane goes away; the agent restarts (a reboot of the computer).
@@ -167,15 +142,13 @@ fn init_containers_run_in_order_before_the_containers() {
     let scratch = tempfile::tempdir().expect("tempdir");
     let file = scratch.path().join("order").display().to_string();
     let step = |name: &str, script: String| json!({"name": name, "image": "sh", "command": ["sh", "-c", script]});
-    create(
-        &server,
-        &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "staged"},
+    server.create_pod(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "staged"},
         "spec": {"nodeName": "hpc-1", "runtimeClassName": "process",
                  "initContainers": [step("first", format!("sleep 0.3; echo first >> {file}")), step("second", format!("echo second >> {file}"))],
                  "containers": [step("main", format!("cat {file}; exec sleep 3600"))]}}),
     );
     let pod = wait_for("the staged pod to run", Duration::from_secs(30), || {
-        let pod = get_pod(&server, "staged")?;
+        let pod = server.pod("staged")?;
         (pod["status"]["phase"] == "Running").then_some(pod)
     });
     let initialized = pod["status"]["conditions"]
@@ -193,15 +166,12 @@ fn init_containers_run_in_order_before_the_containers() {
     assert_eq!(logs, "first\nsecond\n", "init containers ran in order, before main");
 
     // A failing init container of a Never pod fails the pod; main never starts.
-    create(
-        &server,
-        &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "doomed"},
+    server.create_pod(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "doomed"},
         "spec": {"nodeName": "hpc-1", "runtimeClassName": "process", "restartPolicy": "Never",
                  "initContainers": [step("check", "exit 7".into())],
-                 "containers": [step("main", "exec sleep 3600".into())]}}),
-    );
+                 "containers": [step("main", "exec sleep 3600".into())]}}));
     let pod = wait_for("the doomed pod to fail", Duration::from_secs(30), || {
-        let pod = get_pod(&server, "doomed")?;
+        let pod = server.pod("doomed")?;
         (pod["status"]["phase"] == "Failed").then_some(pod)
     });
     assert_eq!(pod["status"]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"], 7);
@@ -226,41 +196,38 @@ fn probes_drive_readiness_and_restarts() {
     let check = |path: &std::path::Path| json!({"exec": {"command": ["test", "-f", path.display().to_string()]}, "periodSeconds": 1, "failureThreshold": 1});
     let mut liveness = check(&alive_flag);
     liveness["initialDelaySeconds"] = json!(1);
-    create(
-        &server,
-        &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probed"},
+    server.create_pod(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probed"},
         "spec": {"nodeName": "hpc-1", "runtimeClassName": "process", "containers": [{
             "name": "web", "image": "python3",
             "command": ["python3", "-m", "http.server", port.to_string(), "--bind", "127.0.0.1"],
             "ports": [{"name": "http", "containerPort": port}],
             "startupProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1, "failureThreshold": 30},
             "readinessProbe": check(&ready_flag),
-            "livenessProbe": liveness}]}}),
-    );
+            "livenessProbe": liveness}]}}));
     // Started and serving, but not ready until the readiness check passes.
     wait_for("the probed pod to run", Duration::from_secs(30), || {
-        let pod = get_pod(&server, "probed")?;
+        let pod = server.pod("probed")?;
         (pod["status"]["phase"] == "Running" && answers(port)).then_some(())
     });
     std::thread::sleep(Duration::from_millis(1500));
-    let pod = get_pod(&server, "probed").expect("pod");
+    let pod = server.pod("probed").expect("pod");
     assert_eq!(ready_condition(&pod).as_deref(), Some("False"), "{}", pod["status"]);
     let scheduled_at = |pod: &Value| pod["status"]["conditions"][0]["lastTransitionTime"].clone();
     std::fs::write(&ready_flag, "").expect("flag");
     let ready = wait_for("readiness to turn the pod Ready", Duration::from_secs(20), || {
-        let pod = get_pod(&server, "probed")?;
+        let pod = server.pod("probed")?;
         (ready_condition(&pod).as_deref() == Some("True")).then_some(pod)
     });
     // Conditions keep the time they last changed; only Ready moved.
     assert_eq!(scheduled_at(&ready), scheduled_at(&pod), "{}", ready["status"]);
     std::fs::remove_file(&ready_flag).expect("unflag");
     wait_for("a failing readiness check to take Ready away", Duration::from_secs(20), || {
-        (get_pod(&server, "probed").and_then(|p| ready_condition(&p)).as_deref() == Some("False")).then_some(())
+        (server.pod("probed").and_then(|p| ready_condition(&p)).as_deref() == Some("False")).then_some(())
     });
     // A failing liveness check restarts the container.
     std::fs::remove_file(&alive_flag).expect("unflag");
     let pod = wait_for("the liveness failure to restart the container", Duration::from_secs(30), || {
-        let pod = get_pod(&server, "probed")?;
+        let pod = server.pod("probed")?;
         (pod["status"]["containerStatuses"][0]["restartCount"].as_u64()? >= 1).then_some(pod)
     });
     assert!(pod["status"]["containerStatuses"][0]["lastState"]["terminated"].is_object(), "{pod}");
@@ -270,18 +237,15 @@ fn probes_drive_readiness_and_restarts() {
 fn a_steady_pod_causes_no_status_writes() {
     let server = Server::start();
     let _agent = Agent::start(&server, "hpc-1", 1);
-    create(
-        &server,
-        &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "steady"},
+    server.create_pod(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "steady"},
         "spec": {"nodeName": "hpc-1", "runtimeClassName": "process",
-                 "containers": [{"name": "c", "image": "sleep", "command": ["sleep", "3600"]}]}}),
-    );
+                 "containers": [{"name": "c", "image": "sleep", "command": ["sleep", "3600"]}]}}));
     let before = wait_for("the steady pod to be Ready", Duration::from_secs(30), || {
-        let pod = get_pod(&server, "steady")?;
+        let pod = server.pod("steady")?;
         (ready_condition(&pod).as_deref() == Some("True")).then_some(pod)
     });
     // Across several seconds (and lease renewals) the pod's stored version does not move.
     std::thread::sleep(Duration::from_millis(2500));
-    let after = get_pod(&server, "steady").expect("pod");
+    let after = server.pod("steady").expect("pod");
     assert_eq!(before["metadata"]["resourceVersion"], after["metadata"]["resourceVersion"], "{}", after["status"]);
 }

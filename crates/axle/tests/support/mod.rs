@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
 pub fn axle_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_axle"))
 }
@@ -122,6 +126,19 @@ impl Server {
         let out = self.kubectl_with_stdin(&args, Some(yaml));
         assert!(out.status.success(), "kubectl apply failed: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Creates a pod in `default` (raw POST; the answer must be 201).
+    pub fn create_pod(&self, pod: &serde_json::Value) {
+        let (status, body) =
+            self.http("POST", "/api/v1/namespaces/default/pods", Some(("application/json", &pod.to_string())));
+        assert_eq!(status, 201, "{body}");
+    }
+
+    /// A pod of `default`, if it exists.
+    pub fn pod(&self, name: &str) -> Option<serde_json::Value> {
+        let (status, body) = self.http("GET", &format!("/api/v1/namespaces/default/pods/{name}"), None);
+        (status == 200).then(|| serde_json::from_str(&body).expect("pod JSON"))
     }
 
     /// One HTTP/1.1 request; returns status and body.
@@ -252,10 +269,24 @@ impl Agent {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// SIGTERM: the agent stops its pods (containers, mounts) and exits.
+    pub fn terminate(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(40);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.kill9();
+    }
 }
 
 impl Drop for Agent {
+    /// A clean stop, so that no container or mount of the test outlives it.
     fn drop(&mut self) {
-        self.kill9();
+        self.terminate();
     }
 }

@@ -1,0 +1,249 @@
+//! OCI containers end to end: an image built by a third-party tool (`umoci`, packing Debian's
+//! static busybox) is pushed to the car's registry with `axle image import` and with `skopeo`,
+//! and real `runc`/`crun` run it: it serves a port, reads its ConfigMap/Secret, logs, restarts
+//! after crashes, is OOM-killed at its limit and leaves nothing behind once deleted. Bad pods
+//! get clear reasons while the rest of the node carries on.
+
+mod support;
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use support::{free_port, wait_for, Agent, Server};
+
+/// An OCI image layout (tag `bb`) with busybox and a few applets, built by umoci.
+fn busybox_layout(dir: &Path) -> PathBuf {
+    let layout = dir.join("layout");
+    let run = |args: &[&str]| {
+        let out = Command::new("umoci").args(args).output().expect("umoci runs (Debian package umoci)");
+        assert!(out.status.success(), "umoci {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let image = format!("{}:bb", layout.display());
+    run(&["init", "--layout", &layout.to_string_lossy()]);
+    run(&["new", "--image", &image]);
+    let bundle = dir.join("bundle");
+    run(&["unpack", "--image", &image, &bundle.to_string_lossy()]);
+    let rootfs = bundle.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).expect("bin");
+    std::fs::create_dir_all(rootfs.join("etc")).expect("etc");
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox (Debian package busybox-static)");
+    for applet in ["sh", "httpd", "sleep", "cat", "echo", "id", "head", "tr", "hostname", "touch", "ls"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).expect("applet");
+    }
+    std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n")
+        .expect("passwd");
+    run(&["repack", "--image", &image, &bundle.to_string_lossy()]);
+    run(&["config", "--image", &image, "--config.entrypoint", "/bin/sh"]);
+    layout
+}
+
+fn import(server: &Server, layout: &Path, name: &str) {
+    let out = Command::new(support::axle_bin())
+        .args(["image", "import"])
+        .arg(layout)
+        .args(["--name", name, "--kubeconfig"])
+        .arg(&server.kubeconfig)
+        .output()
+        .expect("axle image import runs");
+    assert!(out.status.success(), "axle image import: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn skopeo_copy(server: &Server, layout: &Path, destination: &str) {
+    let out = Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false", "--quiet"])
+        .arg(format!("oci:{}:bb", layout.display()))
+        .arg(format!("docker://{}/{destination}", server.addr))
+        .output()
+        .expect("skopeo runs (Debian package skopeo)");
+    assert!(out.status.success(), "skopeo copy: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn container_state(server: &Server, pod: &str) -> Option<Value> {
+    server.pod(pod)?["status"]["containerStatuses"].get(0).cloned()
+}
+
+fn waiting_reason(server: &Server, pod: &str) -> Option<(String, String)> {
+    let status = container_state(server, pod)?;
+    let waiting = &status["state"]["waiting"];
+    Some((waiting["reason"].as_str()?.to_string(), waiting["message"].as_str().unwrap_or("").to_string()))
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    support::http(&format!("127.0.0.1:{port}"), "GET", path, None).ok().map(|(_, body)| body)
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        found.push(entry.path());
+        if entry.path().is_dir() {
+            found.extend(walk(&entry.path()));
+        }
+    }
+    found
+}
+
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let dir = dir.to_string_lossy().to_string();
+    info.lines().filter_map(|l| l.split(' ').nth(4)).filter(|p| p.starts_with(&dir)).map(String::from).collect()
+}
+
+#[test]
+fn oci_containers_run_from_the_cars_registry() {
+    let server = Server::start();
+    let agent = Agent::start(&server, "hpc-1", 1);
+    let layout = busybox_layout(server.data_dir());
+    import(&server, &layout, "busybox:1");
+    skopeo_copy(&server, &layout, "mirror/busybox:1");
+    let images = Command::new(support::axle_bin())
+        .args(["image", "ls", "--kubeconfig"])
+        .arg(&server.kubeconfig)
+        .output()
+        .expect("axle image ls");
+    let listing = String::from_utf8_lossy(&images.stdout);
+    assert!(listing.contains("busybox") && listing.contains("mirror/busybox"), "{listing}");
+
+    let port = free_port();
+    server.apply_stdin(
+        &format!(
+            r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: web-content}}
+data: {{index.html: "hello from a configMap"}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: web-secret}}
+stringData: {{token: s3cret}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: web}}
+spec:
+  nodeName: hpc-1
+  terminationGracePeriodSeconds: 2
+  securityContext: {{runAsUser: 65534, runAsGroup: 65534}}
+  containers:
+  - name: web
+    image: busybox:1
+    command: ["/bin/sh", "-c", "echo token=$TOKEN; id; hostname; touch /scratch/ok && echo scratch writable; touch /rootfs-file || echo rootfs read-only; exec httpd -f -p {port} -h /www"]
+    env:
+    - name: TOKEN
+      valueFrom: {{secretKeyRef: {{name: web-secret, key: token}}}}
+    securityContext: {{readOnlyRootFilesystem: true}}
+    readinessProbe:
+      tcpSocket: {{port: {port}}}
+      periodSeconds: 1
+    volumeMounts:
+    - {{name: content, mountPath: /www, readOnly: true}}
+    - {{name: scratch, mountPath: /scratch}}
+  volumes:
+  - name: content
+    configMap: {{name: web-content}}
+  - name: scratch
+    emptyDir: {{}}
+"#
+        ),
+        &[],
+    );
+    let status = wait_for("the runc container to be Running and Ready", Duration::from_secs(60), || {
+        container_state(&server, "web").filter(|s| s["ready"] == true)
+    });
+    assert!(status["containerID"].as_str().unwrap_or("").starts_with("oci://"), "{status}");
+    assert!(status["imageID"].as_str().unwrap_or("").starts_with("busybox@sha256:"), "{status}");
+    assert_eq!(http_get(port, "/index.html").as_deref(), Some("hello from a configMap"));
+    let logs = wait_for("the container's output in kubectl logs", Duration::from_secs(10), || {
+        let logs = server.kubectl_ok(&["logs", "web"]);
+        logs.contains("rootfs read-only").then_some(logs)
+    });
+    for expected in ["token=s3cret", "uid=65534", "\nweb\n", "scratch writable"] {
+        assert!(logs.contains(expected), "{expected:?} missing from:\n{logs}");
+    }
+
+    // crun, from the image skopeo pushed: restarted after each crash, with its previous logs.
+    server.create_pod(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "crashy"},
+        "spec": {"nodeName": "hpc-1", "runtimeClassName": "crun", "terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "c", "image": "mirror/busybox:1", "args": ["-c", "echo attempt; sleep 0.3; exit 3"]}]}}));
+    let status = wait_for("crashy to be restarted", Duration::from_secs(60), || {
+        container_state(&server, "crashy").filter(|s| s["restartCount"].as_u64() >= Some(1))
+    });
+    assert_eq!(status["lastState"]["terminated"]["exitCode"], 3, "{status}");
+    assert_eq!(status["lastState"]["terminated"]["reason"], "Error", "{status}");
+    let previous = server.kubectl_ok(&["logs", "crashy", "--previous"]);
+    assert!(previous.contains("attempt"), "{previous}");
+
+    // The kernel kills a container at its memory limit: OOMKilled, as Kubernetes says it.
+    server.create_pod(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hog"},
+        "spec": {"nodeName": "hpc-1", "restartPolicy": "Never",
+                 "containers": [{"name": "hog", "image": "busybox:1",
+                                 "command": ["/bin/sh", "-c", "a=$(head -c 200000000 /dev/zero | tr '\\0' x); echo survived"],
+                                 "resources": {"limits": {"memory": "32Mi"}}}]}}));
+    let status = wait_for("hog to be OOM-killed", Duration::from_secs(60), || {
+        container_state(&server, "hog").filter(|s| s["state"]["terminated"].is_object())
+    });
+    assert_eq!(status["state"]["terminated"]["reason"], "OOMKilled", "{status}");
+    assert_eq!(status["state"]["terminated"]["exitCode"], 137, "{status}");
+
+    // Deleted pods leave no process, mount, cgroup or runtime state behind.
+    let agent_dir = server.data_dir().join("agent-hpc-1");
+    server.kubectl_ok(&["delete", "pod", "web", "crashy", "hog", "--wait=true", "--timeout=60s"]);
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "httpd still serves");
+    assert_eq!(mounts_under(&agent_dir), Vec::<String>::new());
+    for runtime in ["runc", "crun"] {
+        let listed = Command::new(runtime)
+            .arg("--root")
+            .arg(agent_dir.join("run").join(runtime))
+            .args(["list", "-q"])
+            .output()
+            .expect("runtime list");
+        assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "", "{runtime} still has containers");
+    }
+    // A terminal pod (hog) is deleted at once by the API; the agent cleans up right after.
+    wait_for("the pods' files to be removed", Duration::from_secs(10), || {
+        walk(&agent_dir.join("pods")).is_empty().then_some(())
+    });
+    drop(agent);
+}
+
+#[test]
+fn bad_oci_pods_get_clear_reasons_while_others_run() {
+    let server = Server::start();
+    let _agent = Agent::start(&server, "hpc-1", 1);
+    let layout = busybox_layout(server.data_dir());
+    import(&server, &layout, "busybox:1");
+    let pod = |name: &str, container: Value, volumes: Value| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+               "spec": {"nodeName": "hpc-1", "terminationGracePeriodSeconds": 1, "containers": [container], "volumes": volumes}})
+    };
+    let sleeper = json!({"name": "c", "image": "busybox:1", "command": ["/bin/sh", "-c", "echo up; exec sleep 600"]});
+    server.create_pod(&pod("missing-image", json!({"name": "c", "image": "nav/absent:9"}), json!([])));
+    let mut nfs = sleeper.clone();
+    nfs["volumeMounts"] = json!([{"name": "remote", "mountPath": "/remote"}]);
+    server.create_pod(&pod("bad-volume", nfs, json!([{"name": "remote", "nfs": {"server": "x", "path": "/"}}])));
+    let mut as_root = sleeper.clone();
+    as_root["securityContext"] = json!({"runAsNonRoot": true});
+    server.create_pod(&pod("non-root", as_root, json!([])));
+    server.create_pod(&pod("fine", sleeper, json!([])));
+
+    let (reason, message) = wait_for("missing-image to report the pull failure", Duration::from_secs(30), || {
+        waiting_reason(&server, "missing-image").filter(|(r, _)| r == "ErrImagePull" || r == "ImagePullBackOff")
+    });
+    assert!(message.contains("nav/absent:9") || message.contains("not found"), "{reason}: {message}");
+    let (_, message) = wait_for("bad-volume to report its volume", Duration::from_secs(30), || {
+        waiting_reason(&server, "bad-volume").filter(|(r, _)| r == "CreateContainerConfigError")
+    });
+    assert!(message.contains("\"remote\"") && message.contains("nfs"), "{message}");
+    let (_, message) = wait_for("non-root to refuse running as root", Duration::from_secs(30), || {
+        waiting_reason(&server, "non-root").filter(|(r, _)| r == "CreateContainerConfigError")
+    });
+    assert!(message.contains("runAsNonRoot"), "{message}");
+    wait_for("the good pod to run meanwhile", Duration::from_secs(30), || {
+        container_state(&server, "fine").filter(|s| s["state"]["running"].is_object())
+    });
+    let table = server.kubectl_ok(&["get", "pods"]);
+    assert!(table.contains("ErrImagePull") || table.contains("ImagePullBackOff"), "{table}");
+    assert!(table.contains("CreateContainerConfigError"), "{table}");
+}
