@@ -1,6 +1,8 @@
 //! `axle up`: a whole simulated car on this machine, as separate processes, on embedded
 //! defaults — the first thing a new user runs: the API server, one agent per simulated
-//! computer (`hpc-1`, `hpc-2`), and the sample manifests of `examples/`. Ctrl-C stops everything.
+//! computer (`hpc-1`, `hpc-2`), a sample image in the car's registry (made from this machine's
+//! own programs: no internet needed) and the sample manifests of `examples/`. Ctrl-C stops
+//! everything.
 
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
@@ -12,8 +14,12 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("10-namespace.yaml", include_str!("../../../examples/10-namespace.yaml")),
     ("20-config.yaml", include_str!("../../../examples/20-config.yaml")),
     ("30-nav.yaml", include_str!("../../../examples/30-nav.yaml")),
+    ("35-head-unit.yaml", include_str!("../../../examples/35-head-unit.yaml")),
     ("40-telemetry.yaml", include_str!("../../../examples/40-telemetry.yaml")),
 ];
+
+/// The image the examples run, imported at start.
+const SAMPLE_IMAGE: &str = "axle/sample:1.0";
 
 /// The simulated car's Linux computers, one agent each.
 const NODES: &[&str] = &["hpc-1", "hpc-2"];
@@ -81,6 +87,9 @@ pub async fn run(data_dir: PathBuf, listen: std::net::SocketAddr) -> anyhow::Res
         processes.0.push((node.to_string(), agent));
     }
     let client = client::Client::new(config);
+    let layout = images::sample::write_host_image(&data_dir, "1.0", api::meta::go_arch())
+        .context("cannot build the sample image")?;
+    crate::image::import(&client, &layout, Some(SAMPLE_IMAGE)).await?;
     for (file, text) in EXAMPLES {
         for manifest in client::parse_manifests(text).map_err(|e| anyhow::anyhow!("examples/{file}: {e}"))? {
             client.apply(&manifest, "axle-up").await.with_context(|| format!("cannot apply examples/{file}"))?;
@@ -91,6 +100,8 @@ pub async fn run(data_dir: PathBuf, listen: std::net::SocketAddr) -> anyhow::Res
     println!("  export KUBECONFIG={}", kubeconfig.display());
     println!("  kubectl get nodes -o wide");
     println!("  kubectl get pods,deployments -n car -o wide");
+    println!("  kubectl logs -n car head-unit -f");
+    println!("  axle image ls");
     println!("  kubectl explain deployment.spec");
     println!();
     println!("Logs: {}/*.log. Press Ctrl-C to stop.", data_dir.display());

@@ -53,6 +53,16 @@ fn up_starts_the_car_with_sample_workloads_and_stops_on_ctrl_c() {
         text.contains("region=eu").then_some(text)
     });
     assert!(log.contains(" stdout F "), "{log}");
+    // The containerized sample (runc, image imported by `axle up`) reads its ConfigMap volume.
+    wait_for("the head-unit container to log through kubectl", Duration::from_secs(60), || {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["logs", "head-unit", "-n", "car"])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout).contains("units=metric").then_some(())
+    });
     // Ctrl-C: everything stops, the exit is clean.
     let _ = Command::new("kill").args(["-INT", &up.id().to_string()]).status();
     let status = up.wait().expect("axle up exits");
@@ -67,4 +77,7 @@ fn up_starts_the_car_with_sample_workloads_and_stops_on_ctrl_c() {
         .map(|addr| std::net::TcpStream::connect(addr).is_err())
         .unwrap_or(false);
     assert!(server_gone, "the server process stopped with axle up");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let root = dir.path().to_string_lossy().to_string();
+    assert!(!mounts.contains(&root), "container mounts outlived axle up:\n{mounts}");
 }

@@ -19,6 +19,7 @@
 
 pub mod import;
 mod reference;
+pub mod sample;
 mod store;
 pub mod unpack;
 
