@@ -13,12 +13,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{axle_bin, http, Server};
-
-fn median(mut samples: Vec<f64>) -> f64 {
-    samples.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    samples.get(samples.len() / 2).copied().unwrap_or(f64::NAN)
-}
+use support::{axle_bin, free_port, http, median, pss_kib, write_bytes, Server};
 
 /// Start → first 200 on `path`: over a fresh data directory each run (a car's very first boot,
 /// which creates the store) or over one reused directory (every later boot). Median in ms.
@@ -50,28 +45,6 @@ fn startup_ms(runs: usize, path: &str, fresh: bool) -> f64 {
         let _ = child.wait();
     }
     median(samples)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
-
-/// A numeric field (`Pss:`, `write_bytes:`) of a /proc file of a process; 0 if absent.
-fn proc_field(pid: u32, file: &str, field: &str) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default();
-    text.lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn pss_kib(pid: u32) -> u64 {
-    proc_field(pid, "smaps_rollup", "Pss:")
-}
-
-fn write_bytes(pid: u32) -> u64 {
-    proc_field(pid, "io", "write_bytes:")
 }
 
 fn pod_json(name: &str, image: &str) -> String {

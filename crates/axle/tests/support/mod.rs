@@ -14,6 +14,32 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
+/// The median of measurements (benches).
+pub fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    samples.get(samples.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// A numeric field (`Pss:`, `write_bytes:`) of a /proc file of a process; 0 if absent.
+fn proc_field(pid: u32, file: &str, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Proportional set size of a process, KiB.
+pub fn pss_kib(pid: u32) -> u64 {
+    proc_field(pid, "smaps_rollup", "Pss:")
+}
+
+/// Bytes a process caused to be written to storage so far.
+pub fn write_bytes(pid: u32) -> u64 {
+    proc_field(pid, "io", "write_bytes:")
+}
+
 pub fn axle_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_axle"))
 }
