@@ -247,3 +247,61 @@ fn bad_oci_pods_get_clear_reasons_while_others_run() {
     assert!(table.contains("ErrImagePull") || table.contains("ImagePullBackOff"), "{table}");
     assert!(table.contains("CreateContainerConfigError"), "{table}");
 }
+
+#[test]
+fn oci_pods_come_back_after_an_agent_crash_without_the_server() {
+    let server = Server::start();
+    let mut agent = Agent::start(&server, "hpc-1", 1);
+    let layout = busybox_layout(server.data_dir());
+    import(&server, &layout, "busybox:1");
+    let port = free_port();
+    server.apply_stdin(
+        &format!(
+            r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: site}}
+data: {{index.html: "served offline"}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: nav}}
+spec:
+  nodeName: hpc-1
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: nav
+    image: busybox:1
+    command: ["/bin/httpd", "-f", "-p", "{port}", "-h", "/www"]
+    volumeMounts: [{{name: site, mountPath: /www}}]
+  volumes: [{{name: site, configMap: {{name: site}}}}]
+"#
+        ),
+        &[],
+    );
+    wait_for("nav to serve", Duration::from_secs(60), || {
+        http_get(port, "/index.html").filter(|b| b == "served offline")
+    });
+
+    // The agent dies hard and the control plane is gone; the computer comes back up.
+    let dir = server.crash();
+    agent.kill9();
+    let agent_dir = dir.path().join("agent-hpc-1");
+    let restarted = Agent::restart_without_server(&agent_dir, "hpc-1");
+    // The orphaned container is removed and the pod started again: one httpd, serving the
+    // ConfigMap it had, from the image already on the node.
+    let restart_log = agent_dir.with_extension("restart.log");
+    wait_for("the orphaned container to be removed", Duration::from_secs(30), || {
+        std::fs::read_to_string(&restart_log).ok().filter(|l| l.contains("removing a container left from before"))
+    });
+    wait_for("nav to serve again with no server", Duration::from_secs(60), || {
+        let listed =
+            Command::new("runc").arg("--root").arg(agent_dir.join("run/runc")).args(["list", "-q"]).output().ok()?;
+        let containers = String::from_utf8_lossy(&listed.stdout).lines().count();
+        (containers == 1 && http_get(port, "/index.html").as_deref() == Some("served offline")).then_some(())
+    });
+    let log = std::fs::read_to_string(&restart_log).unwrap_or_default();
+    assert!(log.contains("restarting the pods this node ran before"), "{log}");
+    drop(restarted);
+    assert_eq!(mounts_under(&agent_dir), Vec::<String>::new(), "the stopped agent left mounts");
+}

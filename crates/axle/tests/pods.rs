@@ -114,25 +114,8 @@ fn agent_restarted_without_server_brings_its_pods_back() {
     wait_for("the pod to stop with its agent", Duration::from_secs(10), || (!answers(port)).then_some(()));
     let agent_dir = dir.path().join("agent-hpc-1");
     assert!(agent_dir.join("pods.json").exists(), "the agent kept the desired pods on disk");
-    let log = std::fs::File::create(dir.path().join("agent-hpc-1.restart.log")).expect("log");
-    let mut restarted = std::process::Command::new(support::axle_bin())
-        .args([
-            "agent",
-            "--server",
-            "http://127.0.0.1:9",
-            "--node-name",
-            "hpc-1",
-            "--heartbeat-seconds",
-            "1",
-            "--data-dir",
-        ])
-        .arg(&agent_dir)
-        .stderr(log)
-        .spawn()
-        .expect("agent restarts");
+    let _restarted = Agent::restart_without_server(&agent_dir, "hpc-1");
     wait_for("the pod to come back with no server", Duration::from_secs(30), || answers(port).then_some(()));
-    let _ = restarted.kill();
-    let _ = restarted.wait();
 }
 
 #[test]

@@ -291,6 +291,22 @@ impl Agent {
         Agent { child, node: node.to_string() }
     }
 
+    /// Restarts an agent on its data directory with no server to reach (a reboot of the
+    /// computer while the control plane is gone).
+    pub fn restart_without_server(agent_dir: &Path, node: &str) -> Agent {
+        let log = std::fs::File::create(agent_dir.with_extension("restart.log")).expect("log file");
+        let child = Command::new(axle_bin())
+            .args(["agent", "--server", "http://127.0.0.1:9", "--node-name", node, "--heartbeat-seconds", "1"])
+            .arg("--data-dir")
+            .arg(agent_dir)
+            .env("AXLE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("axle agent restarts");
+        Agent { child, node: node.to_string() }
+    }
+
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
