@@ -22,6 +22,8 @@ pub struct Config {
 /// The lease duration announced to the server: how long the node counts as alive after a renewal.
 const LEASE_DURATION_SECONDS: u64 = 40;
 const FIELD_MANAGER: &str = "axle-agent";
+/// How often the agent reads back whether the server still counts its node Ready.
+const NODE_CHECK_PERIOD: Duration = Duration::from_secs(10);
 
 pub struct Agent {
     config: Config,
@@ -70,15 +72,27 @@ impl Agent {
     ) -> Result<(), AgentError> {
         let mut registered = false;
         let mut backoff = Duration::from_millis(200);
+        let mut last_check = tokio::time::Instant::now();
         loop {
             let step = if registered { self.renew_lease().await } else { self.register(log_port).await };
             match step {
                 Ok(()) => {
                     if !registered {
                         tracing::info!(node = %self.config.node_name, "node registered and ready");
+                        last_check = tokio::time::Instant::now();
                     }
                     registered = true;
                     backoff = Duration::from_millis(200);
+                    // A link that went silent and came back looks like no loss at all from
+                    // here, but the server may have marked the node NotReady meanwhile.
+                    if last_check.elapsed() >= NODE_CHECK_PERIOD {
+                        last_check = tokio::time::Instant::now();
+                        if let Ok(false) = self.marked_ready().await {
+                            tracing::info!(node = %self.config.node_name, "the server marked this node not ready; reporting it again");
+                            registered = false;
+                            continue;
+                        }
+                    }
                 }
                 Err(e) => {
                     if registered {
@@ -105,6 +119,13 @@ impl Agent {
         let uid = node["metadata"]["uid"].clone();
         self.client.apply(&self.lease_object(Some(uid)), FIELD_MANAGER).await?;
         Ok(())
+    }
+
+    /// Whether the server's Node says Ready=True.
+    async fn marked_ready(&self) -> Result<bool, AgentError> {
+        let node = self.client.get(&format!("/api/v1/nodes/{}", self.config.node_name)).await?;
+        let conditions = node["status"]["conditions"].as_array().cloned().unwrap_or_default();
+        Ok(conditions.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
     }
 
     async fn renew_lease(&self) -> Result<(), AgentError> {

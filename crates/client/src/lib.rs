@@ -18,6 +18,14 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::Duration;
+
+/// How long a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request may wait for its reply (headers, and the body of a whole reply).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the server keeps a watch open before the client watches again.
+const WATCH_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -95,7 +103,18 @@ pub struct Client {
 
 impl Client {
     pub fn new(config: Config) -> Client {
-        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
+        // A car's links fail silently (a cable, a switch, a sleeping ECU gateway): connects give
+        // up, dead connections are found by TCP keepalive, and no request waits forever.
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        connector.set_keepalive(Some(Duration::from_secs(10)));
+        connector.set_keepalive_interval(Some(Duration::from_secs(5)));
+        connector.set_keepalive_retries(Some(3));
+        connector.set_nodelay(true);
+        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
         Client { config, http, kinds: Mutex::new(HashMap::new()) }
     }
 
@@ -125,7 +144,13 @@ impl Client {
     ) -> Result<Bytes, ClientError> {
         let response = self.send(method, path, accept, content_type, body).await?;
         let status = response.status();
-        let bytes = response.into_body().collect().await.map_err(|e| ClientError::Protocol(e.to_string()))?.to_bytes();
+        let bytes = tokio::time::timeout(REPLY_TIMEOUT, response.into_body().collect())
+            .await
+            .map_err(|_| {
+                ClientError::Protocol(format!("the reply's body did not arrive within {} s", REPLY_TIMEOUT.as_secs()))
+            })?
+            .map_err(|e| ClientError::Protocol(e.to_string()))?
+            .to_bytes();
         if status.is_success() {
             Ok(bytes)
         } else {
@@ -165,10 +190,14 @@ impl Client {
         let request = builder
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| ClientError::Usage(format!("bad request {uri}: {e}")))?;
-        self.http
-            .request(request)
-            .await
-            .map_err(|e| ClientError::Connect { server: self.config.server.clone(), cause: error_chain(&e) })
+        let server = || self.config.server.clone();
+        match tokio::time::timeout(REPLY_TIMEOUT, self.http.request(request)).await {
+            Ok(reply) => reply.map_err(|e| ClientError::Connect { server: server(), cause: error_chain(&e) }),
+            Err(_) => Err(ClientError::Connect {
+                server: server(),
+                cause: format!("no reply within {} s", REPLY_TIMEOUT.as_secs()),
+            }),
+        }
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
@@ -312,7 +341,12 @@ impl Client {
     /// Starts a watch on a collection path (`?watch=true` is added) from `resource_version`.
     pub async fn watch(&self, collection: &str, resource_version: &str) -> Result<Watch, ClientError> {
         let sep = if collection.contains('?') { '&' } else { '?' };
-        let path = format!("{collection}{sep}watch=true&allowWatchBookmarks=true&resourceVersion={resource_version}");
+        // The server ends the watch after a while; the caller lists and watches again. Together
+        // with keepalive this bounds how long a watch over a dead link can look alive.
+        let path = format!(
+            "{collection}{sep}watch=true&allowWatchBookmarks=true&resourceVersion={resource_version}&timeoutSeconds={}",
+            WATCH_TIMEOUT.as_secs()
+        );
         let response = self.send(Method::GET, &path, "application/json", "application/json", None).await?;
         let status = response.status();
         if !status.is_success() {

@@ -73,8 +73,12 @@ impl Server {
         let _ = std::fs::remove_file(&kubeconfig);
         let log =
             std::fs::File::create(dir.path().join(format!("server-{}.log", std::process::id()))).expect("log file");
+        // Loopback on a free port, unless the test picks the address.
+        let listen: &[&str] = if extra.contains(&"--listen") { &[] } else { &["--listen", "127.0.0.1:0"] };
         let child = Command::new(axle_bin())
-            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg("server")
+            .args(listen)
+            .arg("--data-dir")
             .arg(dir.path())
             .args(extra)
             .env("AXLE_LOG", "info")
@@ -288,6 +292,26 @@ impl Agent {
             .stderr(log)
             .spawn()
             .expect("axle agent starts");
+        Agent { child, node: node.to_string() }
+    }
+
+    /// Starts an agent inside a network namespace (`ip netns exec`), reaching the server at
+    /// `server_url` over the namespace's link.
+    pub fn start_in_netns(server: &Server, node: &str, netns: &str, server_url: &str) -> Agent {
+        let dir = server.data_dir().join(format!("agent-{node}"));
+        let log = std::fs::File::create(server.data_dir().join(format!("agent-{node}.log"))).expect("log file");
+        let child = Command::new("ip")
+            .args(["netns", "exec", netns])
+            .arg(axle_bin())
+            .args(["agent", "--server", server_url, "--token-file"])
+            .arg(server.data_dir().join("node-token"))
+            .args(["--node-name", node, "--heartbeat-seconds", "1", "--data-dir"])
+            .arg(dir)
+            .env("AXLE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("ip netns exec axle agent starts (iproute2)");
         Agent { child, node: node.to_string() }
     }
 
