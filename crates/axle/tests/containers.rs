@@ -218,7 +218,16 @@ fn bad_oci_pods_get_clear_reasons_while_others_run() {
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
                "spec": {"nodeName": "hpc-1", "terminationGracePeriodSeconds": 1, "containers": [container], "volumes": volumes}})
     };
-    let sleeper = json!({"name": "c", "image": "busybox:1", "command": ["/bin/sh", "-c", "echo up; exec sleep 600"]});
+    // Pinned by digest, as `axle image ls` shows it.
+    let listing = Command::new(support::axle_bin())
+        .args(["image", "ls", "--kubeconfig"])
+        .arg(&server.kubeconfig)
+        .output()
+        .expect("axle image ls");
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    let digest = listing.lines().find(|l| l.starts_with("busybox ")).and_then(|l| l.split_whitespace().nth(2));
+    let pinned = format!("busybox@{}", digest.expect("busybox in the listing"));
+    let sleeper = json!({"name": "c", "image": pinned, "command": ["/bin/sh", "-c", "echo up; exec sleep 600"]});
     server.create_pod(&pod("missing-image", json!({"name": "c", "image": "nav/absent:9"}), json!([])));
     let mut nfs = sleeper.clone();
     nfs["volumeMounts"] = json!([{"name": "remote", "mountPath": "/remote"}]);
@@ -240,9 +249,10 @@ fn bad_oci_pods_get_clear_reasons_while_others_run() {
         waiting_reason(&server, "non-root").filter(|(r, _)| r == "CreateContainerConfigError")
     });
     assert!(message.contains("runAsNonRoot"), "{message}");
-    wait_for("the good pod to run meanwhile", Duration::from_secs(30), || {
+    let fine = wait_for("the good pod to run meanwhile", Duration::from_secs(30), || {
         container_state(&server, "fine").filter(|s| s["state"]["running"].is_object())
     });
+    assert!(fine["imageID"].as_str().is_some_and(|id| pinned.ends_with(id.trim_start_matches("busybox@"))), "{fine}");
     let table = server.kubectl_ok(&["get", "pods"]);
     assert!(table.contains("ErrImagePull") || table.contains("ImagePullBackOff"), "{table}");
     assert!(table.contains("CreateContainerConfigError"), "{table}");

@@ -280,54 +280,54 @@ pub struct Agent {
 impl Agent {
     /// Starts an agent against `server` with a fast heartbeat (tests run with short grace periods).
     pub fn start(server: &Server, node: &str, heartbeat_seconds: u32) -> Agent {
-        let dir = server.data_dir().join(format!("agent-{node}"));
-        let log = std::fs::File::create(server.data_dir().join(format!("agent-{node}.log"))).expect("log file");
-        let child = Command::new(axle_bin())
-            .args(["agent", "--server", &format!("http://{}", server.addr), "--token-file"])
-            .arg(server.data_dir().join("node-token"))
-            .args(["--node-name", node, "--heartbeat-seconds", &heartbeat_seconds.to_string(), "--data-dir"])
-            .arg(dir)
-            .env("AXLE_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("axle agent starts");
-        Agent { child, node: node.to_string() }
+        let url = format!("http://{}", server.addr);
+        Agent::launch(
+            &[],
+            &url,
+            Some(server),
+            node,
+            heartbeat_seconds,
+            &server.data_dir().join(format!("agent-{node}")),
+        )
     }
 
     /// Starts an agent inside a network namespace (`ip netns exec`), reaching the server at
     /// `server_url` over the namespace's link.
     pub fn start_in_netns(server: &Server, node: &str, netns: &str, server_url: &str) -> Agent {
         let dir = server.data_dir().join(format!("agent-{node}"));
-        let log = std::fs::File::create(server.data_dir().join(format!("agent-{node}.log"))).expect("log file");
-        let child = Command::new("ip")
-            .args(["netns", "exec", netns])
-            .arg(axle_bin())
-            .args(["agent", "--server", server_url, "--token-file"])
-            .arg(server.data_dir().join("node-token"))
-            .args(["--node-name", node, "--heartbeat-seconds", "1", "--data-dir"])
+        Agent::launch(&["ip", "netns", "exec", netns], server_url, Some(server), node, 1, &dir)
+    }
+
+    /// Restarts an agent on its data directory with no server to reach (a reboot of the
+    /// computer while the control plane is gone). Its log goes to `<dir>.restart.log`.
+    pub fn restart_without_server(agent_dir: &Path, node: &str) -> Agent {
+        Agent::launch(&[], "http://127.0.0.1:9", None, node, 1, agent_dir)
+    }
+
+    /// `[wrapper…] axle agent …`, logging to `<dir>.log` (`<dir>.restart.log` without a server).
+    fn launch(wrapper: &[&str], url: &str, server: Option<&Server>, node: &str, heartbeat: u32, dir: &Path) -> Agent {
+        let log_path = dir.with_extension(if server.is_some() { "log" } else { "restart.log" });
+        let log = std::fs::File::create(log_path).expect("log file");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(axle_bin());
+                c
+            }
+            None => Command::new(axle_bin()),
+        };
+        command.args(["agent", "--server", url, "--node-name", node, "--heartbeat-seconds", &heartbeat.to_string()]);
+        if let Some(server) = server {
+            command.arg("--token-file").arg(server.data_dir().join("node-token"));
+        }
+        let child = command
+            .arg("--data-dir")
             .arg(dir)
             .env("AXLE_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("ip netns exec axle agent starts (iproute2)");
-        Agent { child, node: node.to_string() }
-    }
-
-    /// Restarts an agent on its data directory with no server to reach (a reboot of the
-    /// computer while the control plane is gone).
-    pub fn restart_without_server(agent_dir: &Path, node: &str) -> Agent {
-        let log = std::fs::File::create(agent_dir.with_extension("restart.log")).expect("log file");
-        let child = Command::new(axle_bin())
-            .args(["agent", "--server", "http://127.0.0.1:9", "--node-name", node, "--heartbeat-seconds", "1"])
-            .arg("--data-dir")
-            .arg(agent_dir)
-            .env("AXLE_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("axle agent restarts");
+            .expect("axle agent starts");
         Agent { child, node: node.to_string() }
     }
 
