@@ -135,6 +135,8 @@ impl PodLoop {
             match self.running.get(&uid) {
                 Some(handle) => handle.update((*pod).clone()),
                 None if pod["metadata"]["deletionTimestamp"].is_string() && pod["status"]["phase"].is_null() => {}
+                // Gated (dependencies not met yet): the dependency controller opens the gate.
+                None if pod["spec"]["schedulingGates"].as_array().is_some_and(|g| !g.is_empty()) => {}
                 None => {
                     let supervisor = Supervisor::new(
                         self.client.clone(),

@@ -7,6 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 pub const ANNOTATION: &str = "axle.dev/depends-on";
+/// The scheduling gate a pod with dependencies carries until they hold.
+pub const GATE: &str = "axle.dev/dependencies";
 pub const CONDITIONS: &[&str] = &["Running", "Ready", "Succeeded", "Failed"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -102,6 +102,9 @@ impl ResourceType {
         if self.subresources.log {
             entries.push(sub("log", "Pod", &["get"]));
         }
+        if self.kind == "Pod" && self.group.is_empty() {
+            entries.push(sub("binding", "Binding", &["create"]));
+        }
         entries
     }
 }

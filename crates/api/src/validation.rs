@@ -108,7 +108,10 @@ pub fn validate_update(kind: &str, old: &Value, new: &Value) -> Vec<Cause> {
         {
             causes.push(Cause::invalid("spec.selector", &new["spec"]["selector"], "field is immutable"));
         }
-        "Pod" if mutable_pod_spec_view(&old["spec"]) != mutable_pod_spec_view(&new["spec"]) => {
+        "Pod"
+            if mutable_pod_spec_view(&old["spec"], &old["spec"])
+                != mutable_pod_spec_view(&new["spec"], &old["spec"]) =>
+        {
             causes.push(Cause::forbidden(
                 "spec",
                 "pod updates may not change fields other than `spec.containers[*].image`, \
@@ -131,8 +134,9 @@ pub fn validate_update(kind: &str, old: &Value, new: &Value) -> Vec<Cause> {
     causes
 }
 
-/// The pod spec with the fields a pod update may change blanked out.
-fn mutable_pod_spec_view(spec: &Value) -> Value {
+/// The pod spec with the fields a pod update may change blanked out, given the stored spec:
+/// `nodeName` may be set once (binding), `schedulingGates` may only shrink.
+fn mutable_pod_spec_view(spec: &Value, stored: &Value) -> Value {
     let mut view = spec.clone();
     for list in ["containers", "initContainers"] {
         if let Some(containers) = view[list].as_array_mut() {
@@ -141,13 +145,17 @@ fn mutable_pod_spec_view(spec: &Value) -> Value {
             }
         }
     }
+    let gates = |s: &Value| -> Vec<Value> { s["schedulingGates"].as_array().cloned().unwrap_or_default() };
+    let stored_gates = gates(stored);
     if let Some(o) = view.as_object_mut() {
         for field in ["activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds"] {
             o.remove(field);
         }
-        // nodeName may be set once by placement; its change is checked by the binding logic.
-        if spec["nodeName"].is_null() {
+        if stored["nodeName"].as_str().is_none_or(str::is_empty) {
             o.remove("nodeName");
+        }
+        if gates(spec).iter().all(|g| stored_gates.contains(g)) {
+            o.remove("schedulingGates");
         }
     }
     view

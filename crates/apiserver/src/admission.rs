@@ -65,7 +65,22 @@ pub fn prepare_create(
         check_namespace_open(ns, txn)?;
     }
     check_dependency_cycle(rt, obj, txn)?;
+    gate_on_dependencies(rt, obj);
     Ok(())
+}
+
+/// A pod with dependencies is created gated: its node's agent starts it only once the
+/// dependency controller has seen every dependency hold and removed the gate.
+fn gate_on_dependencies(rt: &ResourceType, obj: &mut Value) {
+    if rt.custom || rt.kind != "Pod" || obj["metadata"]["annotations"][dependencies::ANNOTATION].as_str().is_none() {
+        return;
+    }
+    let gate = json!({"name": dependencies::GATE});
+    match obj["spec"]["schedulingGates"].as_array_mut() {
+        Some(gates) if gates.contains(&gate) => {}
+        Some(gates) => gates.push(gate),
+        None => obj["spec"]["schedulingGates"] = json!([gate]),
+    }
 }
 
 /// Prepares an update of `old` into `new`. `subresource` is `Some("status")` for status writes.

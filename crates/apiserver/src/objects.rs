@@ -160,6 +160,7 @@ async fn route(
             "status" => ctx.rt.subresources.status,
             "scale" => ctx.rt.subresources.scale,
             "log" => ctx.rt.subresources.log,
+            "binding" => ctx.rt.kind == "Pod",
             "finalize" => ctx.rt.kind == "Namespace",
             _ => false,
         };
@@ -180,6 +181,10 @@ async fn route(
         }
         (Method::GET, Some(name), Some("log")) => pod_log(&ctx, &name).await,
         (Method::POST, None, None) => create(&ctx, req.into_body()).await,
+        (Method::POST, Some(name), Some("binding")) => {
+            let binding = decode_object(&read_body(req.into_body()).await?, ctx.content_type.as_deref())?;
+            bind(&ctx, &name, binding).await
+        }
         (Method::PUT, Some(name), None | Some("status") | Some("finalize")) => {
             let sub = sub.filter(|s| *s == "status").map(String::from);
             update(&ctx, &name, sub, req.into_body()).await
@@ -400,6 +405,35 @@ pub fn after_write(ctx: &Ctx) {
             tracing::error!(error = %e, "cannot refresh the served resource types");
         }
     }
+}
+
+/// `pods/{name}/binding`: places an unbound pod on a node (what a scheduler does; Axle's
+/// placement controller for pods without `nodeName`). A pod is bound once.
+async fn bind(ctx: &Ctx, name: &str, binding: Value) -> Result<Reply, ApiError> {
+    let node = binding["target"]["name"].as_str().filter(|n| !n.is_empty()).map(String::from);
+    let node =
+        node.ok_or_else(|| ApiError::invalid("", "Binding", name, vec![api::error::Cause::required("target.name")]))?;
+    let pod = name.to_string();
+    update_object(ctx, name, None, move |old| match old["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+        Some(bound) => Err(ApiError::conflict_with(
+            "",
+            "pods",
+            &pod,
+            format!("pod {pod} is already assigned to node \"{bound}\""),
+            Vec::new(),
+        )),
+        None => {
+            let mut new = old.clone();
+            new["spec"]["nodeName"] = Value::String(node);
+            Ok(new)
+        }
+    })
+    .await?;
+    after_write(ctx);
+    Ok(json_reply(
+        201,
+        &serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
 }
 
 async fn update(ctx: &Ctx, name: &str, subresource: Option<String>, body: Incoming) -> Result<Reply, ApiError> {

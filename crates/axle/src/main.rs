@@ -380,7 +380,9 @@ fn run_server(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
             grace: std::time::Duration::from_secs(args.node_grace_seconds),
             ..Default::default()
         };
-        tokio::spawn(controllers::node_lifecycle::run(own_client, lifecycle, controllers_shutdown));
+        tokio::spawn(controllers::node_lifecycle::run(own_client, lifecycle, controllers_shutdown.clone()));
+        let workloads_client = client::Client::new(client::Config::from_kubeconfig(&server.kubeconfig)?);
+        tokio::spawn(controllers::workloads::run(workloads_client, controllers_shutdown));
         release_freed_memory();
         tracing::info!(
             address = %format!("http://{}", server.local_addr),
