@@ -75,7 +75,12 @@ impl PodLoop {
         }
         // Shutdown of the agent leaves the workloads to the next agent start only on reboot:
         // an agent that stops (update, restart) takes its pods down cleanly.
-        for (_, handle) in self.running.drain() {
+        // All at once: each pod gets its own grace period, not the sum of everyone's.
+        let handles: Vec<SupervisorHandle> = self.running.drain().map(|(_, handle)| handle).collect();
+        for handle in &handles {
+            handle.stop();
+        }
+        for handle in handles {
             handle.stop_and_wait().await;
         }
     }

@@ -196,6 +196,10 @@ impl Supervisor {
             if deleting && !terminating {
                 terminating = true;
                 let grace = grace_period(&pod_rx.borrow());
+                // Dependents deleted along with this pod stop first (within the grace period).
+                let started = std::time::Instant::now();
+                wait_for_dependents(&self.client, &self.pod, grace).await;
+                let grace = grace.saturating_sub(started.elapsed());
                 tracing::info!(pod = %name, grace_seconds = grace.as_secs(), "pod deleted; stopping its containers");
                 let _ = halt_tx.send(Some(grace));
             }
@@ -333,6 +337,47 @@ impl Supervisor {
             status["initContainerStatuses"] = json!(container_statuses(init_containers, init_statuses, true));
         }
         status
+    }
+}
+
+/// Waits (at most `limit`) while pods that depend on this one are being deleted too but still
+/// run: deleting a set of workloads stops dependents before what they depend on. A pod is
+/// depended on by its own name and by the name of its Deployment or DaemonSet.
+async fn wait_for_dependents(client: &Client, pod: &Value, limit: Duration) {
+    let namespace = pod["metadata"]["namespace"].as_str().unwrap_or("default");
+    let mut names = vec![pod["metadata"]["name"].as_str().unwrap_or("").to_string()];
+    for owner in pod["metadata"]["ownerReferences"].as_array().into_iter().flatten() {
+        match owner["kind"].as_str() {
+            Some("DaemonSet") => names.extend(owner["name"].as_str().map(String::from)),
+            // `<deployment>-<pod-template-hash>`: read off the name, since a cascading
+            // deletion may already have removed the ReplicaSet itself.
+            Some("ReplicaSet") => {
+                let hash = pod["metadata"]["labels"]["pod-template-hash"].as_str().unwrap_or("");
+                let deployment = owner["name"].as_str().and_then(|n| n.strip_suffix(&format!("-{hash}")));
+                names.extend(deployment.filter(|_| !hash.is_empty()).map(String::from));
+            }
+            _ => {}
+        }
+    }
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let Ok(pods) = client.get(&format!("/api/v1/namespaces/{namespace}/pods")).await else { return };
+        let waiting_on: Vec<String> = pods["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_string() && p["status"]["phase"] == "Running")
+            .filter(|p| {
+                let wanted = p["metadata"]["annotations"][api::dependencies::ANNOTATION].as_str().unwrap_or("");
+                api::dependencies::parse(wanted).is_ok_and(|deps| deps.iter().any(|d| names.contains(&d.name)))
+            })
+            .filter_map(|p| p["metadata"]["name"].as_str().map(String::from))
+            .collect();
+        if waiting_on.is_empty() || tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        tracing::info!(pod = %names[0], dependents = ?waiting_on, "waiting for dependents to stop first");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

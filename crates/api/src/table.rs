@@ -293,6 +293,12 @@ pub fn selector_string(selector: &Value) -> String {
 pub fn pod_status(obj: &Value) -> String {
     let status = &obj["status"];
     let mut reason = status["reason"].as_str().or(status["phase"].as_str()).unwrap_or("Pending").to_string();
+    // A gated pod says why it waits (kubectl prints SchedulingGated; Axle's gate has a name).
+    if obj["spec"]["schedulingGates"].as_array().is_some_and(|g| !g.is_empty()) {
+        let scheduled = status["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == "PodScheduled"));
+        let why = scheduled.and_then(|c| c["reason"].as_str()).filter(|r| !r.is_empty());
+        reason = why.unwrap_or("SchedulingGated").to_string();
+    }
     let init_statuses = status["initContainerStatuses"].as_array().cloned().unwrap_or_default();
     let init_total = obj["spec"]["initContainers"].as_array().map_or(0, Vec::len);
     let mut initializing = false;

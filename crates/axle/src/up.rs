@@ -33,7 +33,8 @@ impl Drop for Processes {
             // SAFETY: plain libc call on a pid we own.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
+        // Agents stop their pods first, each within its grace period (the examples use 2 s).
+        let deadline = Instant::now() + Duration::from_secs(15);
         for (name, child) in &mut self.0 {
             loop {
                 match child.try_wait() {

@@ -10,44 +10,7 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use support::{free_port, wait_for, Agent, Server};
-
-/// An OCI image layout (tag `bb`) with busybox and a few applets, built by umoci.
-fn busybox_layout(dir: &Path) -> PathBuf {
-    let layout = dir.join("layout");
-    let run = |args: &[&str]| {
-        let out = Command::new("umoci").args(args).output().expect("umoci runs (Debian package umoci)");
-        assert!(out.status.success(), "umoci {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    let image = format!("{}:bb", layout.display());
-    run(&["init", "--layout", &layout.to_string_lossy()]);
-    run(&["new", "--image", &image]);
-    let bundle = dir.join("bundle");
-    run(&["unpack", "--image", &image, &bundle.to_string_lossy()]);
-    let rootfs = bundle.join("rootfs");
-    std::fs::create_dir_all(rootfs.join("bin")).expect("bin");
-    std::fs::create_dir_all(rootfs.join("etc")).expect("etc");
-    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox (Debian package busybox-static)");
-    for applet in ["sh", "httpd", "sleep", "cat", "echo", "id", "head", "tr", "hostname", "touch", "ls"] {
-        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).expect("applet");
-    }
-    std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n")
-        .expect("passwd");
-    run(&["repack", "--image", &image, &bundle.to_string_lossy()]);
-    run(&["config", "--image", &image, "--config.entrypoint", "/bin/sh"]);
-    layout
-}
-
-fn import(server: &Server, layout: &Path, name: &str) {
-    let out = Command::new(support::axle_bin())
-        .args(["image", "import"])
-        .arg(layout)
-        .args(["--name", name, "--kubeconfig"])
-        .arg(&server.kubeconfig)
-        .output()
-        .expect("axle image import runs");
-    assert!(out.status.success(), "axle image import: {}", String::from_utf8_lossy(&out.stderr));
-}
+use support::{busybox_layout, free_port, import, wait_for, Agent, Server};
 
 fn skopeo_copy(server: &Server, layout: &Path, destination: &str) {
     let out = Command::new("skopeo")

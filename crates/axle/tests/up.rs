@@ -63,6 +63,16 @@ fn up_starts_the_car_with_sample_workloads_and_stops_on_ctrl_c() {
             .ok()?;
         String::from_utf8_lossy(&out.stdout).contains("units=metric").then_some(())
     });
+    // The deployments run, nav only once map-store is Ready (its dependency).
+    wait_for("nav to roll out after map-store", Duration::from_secs(60), || {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["rollout", "status", "deployment/nav", "-n", "car", "--timeout=1s"])
+            .output()
+            .ok()?;
+        out.status.success().then_some(())
+    });
     // Ctrl-C: everything stops, the exit is clean.
     let _ = Command::new("kill").args(["-INT", &up.id().to_string()]).status();
     let status = up.wait().expect("axle up exits");

@@ -63,9 +63,16 @@ impl Server {
         Server::launch(dir, extra)
     }
 
-    /// Starts a server on an existing data directory (restart after a crash).
+    /// Starts a server on an existing data directory (restart after a crash), at the address
+    /// it had, so that its agents find it again.
     pub fn start_in(dir: tempfile::TempDir) -> Server {
-        Server::launch(dir, &[])
+        let previous = std::fs::read_to_string(dir.path().join("admin.kubeconfig"))
+            .ok()
+            .and_then(|k| k.lines().find_map(|l| l.trim().strip_prefix("server: http://").map(String::from)));
+        match previous {
+            Some(addr) => Server::launch(dir, &["--listen", &addr]),
+            None => Server::launch(dir, &[]),
+        }
     }
 
     fn launch(dir: tempfile::TempDir, extra: &[&str]) -> Server {
@@ -355,4 +362,41 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.terminate();
     }
+}
+
+/// An OCI image layout (tag `bb`) with busybox and a few applets, built by umoci.
+pub fn busybox_layout(dir: &Path) -> PathBuf {
+    let layout = dir.join("layout");
+    let run = |args: &[&str]| {
+        let out = Command::new("umoci").args(args).output().expect("umoci runs (Debian package umoci)");
+        assert!(out.status.success(), "umoci {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let image = format!("{}:bb", layout.display());
+    run(&["init", "--layout", &layout.to_string_lossy()]);
+    run(&["new", "--image", &image]);
+    let bundle = dir.join("bundle");
+    run(&["unpack", "--image", &image, &bundle.to_string_lossy()]);
+    let rootfs = bundle.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).expect("bin");
+    std::fs::create_dir_all(rootfs.join("etc")).expect("etc");
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox (Debian package busybox-static)");
+    for applet in ["sh", "httpd", "sleep", "cat", "echo", "id", "head", "tr", "hostname", "touch", "ls"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).expect("applet");
+    }
+    std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n")
+        .expect("passwd");
+    run(&["repack", "--image", &image, &bundle.to_string_lossy()]);
+    run(&["config", "--image", &image, "--config.entrypoint", "/bin/sh"]);
+    layout
+}
+
+pub fn import(server: &Server, layout: &Path, name: &str) {
+    let out = Command::new(axle_bin())
+        .args(["image", "import"])
+        .arg(layout)
+        .args(["--name", name, "--kubeconfig"])
+        .arg(&server.kubeconfig)
+        .output()
+        .expect("axle image import runs");
+    assert!(out.status.success(), "axle image import: {}", String::from_utf8_lossy(&out.stderr));
 }
