@@ -167,8 +167,12 @@ impl Server {
 
     /// Creates a pod in `default` (raw POST; the answer must be 201).
     pub fn create_pod(&self, pod: &serde_json::Value) {
-        let (status, body) =
-            self.http("POST", "/api/v1/namespaces/default/pods", Some(("application/json", &pod.to_string())));
+        self.create_object("/api/v1/namespaces/default/pods", pod);
+    }
+
+    /// Creates an object in a collection (raw POST; the answer must be 201).
+    pub fn create_object(&self, collection: &str, object: &serde_json::Value) {
+        let (status, body) = self.http("POST", collection, Some(("application/json", &object.to_string())));
         assert_eq!(status, 201, "{body}");
     }
 
