@@ -32,6 +32,77 @@ enum Command {
     /// Images in the car's own registry.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Run a simulated ECU: a DoIP entity with a UDS server and a bootloader (flash bank in a file).
+    EcuSim(EcuSimArgs),
+    /// Reprogram one ECU over DoIP/UDS with a firmware image, then read its version back.
+    EcuFlash(EcuFlashArgs),
+}
+
+#[derive(clap::Args)]
+struct EcuSimArgs {
+    /// TCP and UDP address of the DoIP entity.
+    #[arg(long, default_value = "127.0.0.1:13400")]
+    listen: SocketAddr,
+    /// The ECU's logical address (hex like 0x0E80, or decimal).
+    #[arg(long, value_parser = parse_address)]
+    logical_address: u16,
+    /// The flash bank (created with a small image if missing).
+    #[arg(long)]
+    flash: PathBuf,
+    /// Software version of the bank's initial content (DID F189).
+    #[arg(long, default_value = "1.0.0")]
+    sw_version: String,
+    #[arg(long, default_value = "WAXLE000000000001")]
+    vin: String,
+    #[arg(long, default_value = "SIM-0001")]
+    serial: String,
+    /// maxNumberOfBlockLength announced for downloads (counts SID and counter).
+    #[arg(long, default_value_t = 4092)]
+    max_block_length: u64,
+    /// How long the erase routine takes (answered with response-pending meanwhile).
+    #[arg(long, default_value_t = 200)]
+    erase_ms: u64,
+    /// Fault: close the connection after N TransferData blocks (once).
+    #[arg(long)]
+    drop_after_blocks: Option<u64>,
+    /// Fault: answer a service with an NRC, `SID:NRC` in hex (e.g. 27:35 = invalid key). Repeatable.
+    #[arg(long = "nrc", value_parser = parse_forced_nrc)]
+    nrcs: Vec<(u8, u8)>,
+    /// Fault: the check-programming-dependencies routine rejects every image.
+    #[arg(long)]
+    corrupt_checksum: bool,
+}
+
+#[derive(clap::Args)]
+struct EcuFlashArgs {
+    /// The firmware image.
+    image: PathBuf,
+    /// The DoIP entity (host:port).
+    #[arg(long)]
+    target: SocketAddr,
+    /// The ECU's logical address.
+    #[arg(long, value_parser = parse_address)]
+    ecu_address: u16,
+    /// This tester's logical address.
+    #[arg(long, value_parser = parse_address, default_value = "0x0E80")]
+    tester_address: u16,
+    /// The version the ECU must report afterwards (DID F189).
+    #[arg(long)]
+    expect_version: Option<String>,
+}
+
+fn parse_address(text: &str) -> Result<u16, String> {
+    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u16::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    parsed.map_err(|e| format!("{text:?} is not a 16-bit address: {e}"))
+}
+
+fn parse_forced_nrc(text: &str) -> Result<(u8, u8), String> {
+    let (service, code) = text.split_once(':').ok_or_else(|| format!("{text:?} is not SID:NRC"))?;
+    let hex = |t: &str| u8::from_str_radix(t.trim_start_matches("0x"), 16).map_err(|e| format!("{t:?}: {e}"));
+    Ok((hex(service)?, hex(code)?))
 }
 
 #[derive(Subcommand)]
@@ -219,6 +290,26 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
             let client = client::Client::new(client::Config::from_kubeconfig(&kubeconfig_path(kubeconfig)?)?);
             image::import(&client, &path, name.as_deref()).await
         }),
+        Command::EcuSim(args) => single_threaded()?.block_on(async move {
+            let config = ecu::sim::SimConfig {
+                listen: args.listen,
+                logical_address: args.logical_address,
+                flash: args.flash,
+                sw_version: args.sw_version,
+                vin: args.vin,
+                serial: args.serial,
+                max_block_length: args.max_block_length,
+                erase_delay: std::time::Duration::from_millis(args.erase_ms),
+                drop_after_blocks: args.drop_after_blocks,
+                forced_nrc: args.nrcs.into_iter().collect(),
+                corrupt_checksum: args.corrupt_checksum,
+            };
+            tokio::select! {
+                result = ecu::sim::run(config) => result.map_err(anyhow::Error::from),
+                signal = wait_for_signal() => signal,
+            }
+        }),
+        Command::EcuFlash(args) => single_threaded()?.block_on(ecu_flash(args)),
         Command::Image(ImageCommand::List { kubeconfig }) => single_threaded()?.block_on(async move {
             let client = client::Client::new(client::Config::from_kubeconfig(&kubeconfig_path(kubeconfig)?)?);
             image::list(&client).await
@@ -280,6 +371,45 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
             run.await?;
         }
     }
+    Ok(())
+}
+
+async fn ecu_flash(args: EcuFlashArgs) -> anyhow::Result<()> {
+    let image = std::fs::read(&args.image).with_context(|| format!("cannot read {}", args.image.display()))?;
+    let target = ecu::flasher::Target {
+        address: args.target,
+        tester_address: args.tester_address,
+        ecu_address: args.ecu_address,
+    };
+    let started = Instant::now();
+    let total = image.len();
+    let mut last_percent = u64::MAX;
+    let report = ecu::flasher::flash(
+        &target,
+        &ecu::flasher::Timing::default(),
+        &ecu::keys::DemoKey,
+        &image,
+        args.expect_version.as_deref(),
+        &mut |progress| match progress {
+            ecu::flasher::Progress::Phase(phase) => eprintln!("{phase}…"),
+            ecu::flasher::Progress::Bytes { sent, total } => {
+                let percent = sent * 100 / total.max(1);
+                if percent / 10 != last_percent / 10 {
+                    eprintln!("  {sent}/{total} bytes ({percent}%)");
+                    last_percent = percent;
+                }
+            }
+        },
+    )
+    .await
+    .with_context(|| format!("cannot flash the ECU at {}", args.target))?;
+    println!(
+        "flashed {total} bytes in {:.1} s: version {} → {} (payload/wire {:.3})",
+        started.elapsed().as_secs_f64(),
+        report.version_before,
+        report.version_after,
+        report.payload_bytes as f64 / report.wire_bytes.max(1) as f64
+    );
     Ok(())
 }
 

@@ -1,0 +1,122 @@
+//! ECUs over DoIP/UDS with third-party peers: an independent tester (PyPI `doipclient` +
+//! `udsoncan`) drives `axle ecu-sim`, and `tshark` dissects a flash session of `axle ecu-flash`
+//! as DoIP and UDS with nothing malformed.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use support::{axle_bin, free_port, python, wait_for};
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_sim(dir: &Path, port: u16) -> Killed {
+    let child = Command::new(axle_bin())
+        .args(["ecu-sim", "--listen", &format!("127.0.0.1:{port}"), "--logical-address", "0x00E0", "--flash"])
+        .arg(dir.join("bank.bin"))
+        .args(["--sw-version", "1.0.0"])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("axle ecu-sim starts");
+    wait_for("the simulated ECU to listen", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+    });
+    Killed(child)
+}
+
+#[test]
+fn an_independent_tester_reads_and_reprograms_the_simulated_ecu() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let _sim = start_sim(dir.path(), port);
+    let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/test_ecu_sim.py");
+    let out = Command::new(python())
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .arg(&suite)
+        .env("AXLE_ECU", format!("127.0.0.1:{port}"))
+        .env("AXLE_ECU_ADDRESS", "0x00E0")
+        .output()
+        .expect("pytest runs (.venv with doipclient and udsoncan: bash .ci/run)");
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let bank = std::fs::read(dir.path().join("bank.bin")).expect("bank");
+    assert!(bank.starts_with(b"AXLE-FW udsoncan-test 9.9.9\n"), "the tester's image is in the bank");
+}
+
+#[test]
+fn tshark_dissects_a_flash_session_as_clean_doip_and_uds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let _sim = start_sim(dir.path(), port);
+    let capture = dir.path().join("flash.pcapng");
+    let tshark = Command::new("tshark")
+        .args(["-i", "lo", "-f", &format!("tcp port {port}"), "-w"])
+        .arg(&capture)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tshark runs (Debian package tshark)");
+    let tshark = Killed(tshark);
+    // The file gets its header once the capture runs.
+    wait_for("tshark to capture", Duration::from_secs(20), || std::fs::metadata(&capture).ok().filter(|m| m.len() > 0));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut image = b"AXLE-FW brake-ecu 2.0.0\n".to_vec();
+    image.extend((0..600_000u32).map(|i| (i % 253) as u8));
+    std::fs::write(dir.path().join("fw.bin"), &image).expect("image");
+    let out = Command::new(axle_bin())
+        .arg("ecu-flash")
+        .arg(dir.path().join("fw.bin"))
+        .args(["--target", &format!("127.0.0.1:{port}"), "--ecu-address", "0x00E0", "--expect-version", "2.0.0"])
+        .output()
+        .expect("axle ecu-flash runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill(2) on our own child: SIGINT makes tshark finish the file.
+    unsafe { libc::kill(tshark.0.id() as i32, libc::SIGINT) };
+    std::thread::sleep(Duration::from_millis(700));
+    let decode = format!("tcp.port=={port},doip");
+    let problems = Command::new("tshark")
+        .arg("-r")
+        .arg(&capture)
+        .args([
+            "-d",
+            &decode,
+            "-Y",
+            "_ws.malformed || _ws.expert.severity >= warning || (doip && !(doip.version == 2 || doip.version == 3))",
+        ])
+        .output()
+        .expect("tshark reads");
+    assert!(
+        String::from_utf8_lossy(&problems.stdout).trim().is_empty(),
+        "tshark flags: {}",
+        String::from_utf8_lossy(&problems.stdout)
+    );
+    let fields = Command::new("tshark")
+        .arg("-r")
+        .arg(&capture)
+        .args(["-d", &decode, "-T", "fields", "-e", "doip.type", "-e", "uds.sid"])
+        .output()
+        .expect("tshark reads");
+    let text = String::from_utf8_lossy(&fields.stdout);
+    for (doip_type, uds) in [
+        ("0x0005", ""),
+        ("0x0006", ""),
+        ("0x8002", ""),
+        ("0x8001", "0x34"),
+        ("0x8001", "0x36"),
+        ("0x8001", "0x37"),
+        ("0x8001", "0x11"),
+    ] {
+        assert!(text.lines().any(|l| l.starts_with(doip_type) && l.ends_with(uds)), "no {doip_type} {uds} in:\n{text}");
+    }
+    let transfers = text.lines().filter(|l| l == &"0x8001\t0x36").count();
+    let blocks = image.len().div_ceil(4090);
+    assert_eq!(transfers, blocks * 2, "every TransferData request and response dissected");
+}
