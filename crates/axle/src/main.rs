@@ -36,6 +36,30 @@ enum Command {
     EcuSim(EcuSimArgs),
     /// Reprogram one ECU over DoIP/UDS with a firmware image, then read its version back.
     EcuFlash(EcuFlashArgs),
+    /// Run the ECU gateway: one Node per ECU, firmware Pods flashed over DoIP/UDS.
+    EcuGateway(EcuGatewayArgs),
+}
+
+#[derive(clap::Args)]
+struct EcuGatewayArgs {
+    /// URL of the API server.
+    #[arg(long, required_unless_present = "kubeconfig")]
+    server: Option<String>,
+    /// File with the bootstrap token (the server writes DATA_DIR/node-token).
+    #[arg(long, requires = "server")]
+    token_file: Option<PathBuf>,
+    /// A kubeconfig instead of --server/--token-file.
+    #[arg(long, conflicts_with = "server")]
+    kubeconfig: Option<PathBuf>,
+    /// The ECUs: `ecus: [{name, address, logicalAddress, testerAddress, hardwareId}]`.
+    #[arg(long)]
+    config: PathBuf,
+    /// Where the gateway remembers the firmware each ECU runs.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Seconds between alive checks (and lease renewals).
+    #[arg(long, default_value_t = 5)]
+    heartbeat_seconds: u64,
 }
 
 #[derive(clap::Args)]
@@ -310,6 +334,7 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
             }
         }),
         Command::EcuFlash(args) => single_threaded()?.block_on(ecu_flash(args)),
+        Command::EcuGateway(args) => single_threaded()?.block_on(ecu_gateway(args)),
         Command::Image(ImageCommand::List { kubeconfig }) => single_threaded()?.block_on(async move {
             let client = client::Client::new(client::Config::from_kubeconfig(&kubeconfig_path(kubeconfig)?)?);
             image::list(&client).await
@@ -328,11 +353,16 @@ fn kubeconfig_path(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
         .context("no kubeconfig: pass --kubeconfig or set KUBECONFIG (axle server writes DATA_DIR/admin.kubeconfig)")
 }
 
-async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
-    let config = match (&args.kubeconfig, &args.server) {
+/// The client configuration of a node-side component: a kubeconfig, or server + token file.
+fn node_client_config(
+    kubeconfig: Option<&std::path::Path>,
+    server: Option<&str>,
+    token_file: Option<&std::path::Path>,
+) -> anyhow::Result<client::Config> {
+    Ok(match (kubeconfig, server) {
         (Some(path), _) => client::Config::from_kubeconfig(path)?,
         (None, Some(server)) => {
-            let token = match &args.token_file {
+            let token = match token_file {
                 Some(path) => Some(
                     std::fs::read_to_string(path)
                         .with_context(|| format!("cannot read the token file {}", path.display()))?
@@ -344,7 +374,32 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
             client::Config { server: server.trim_end_matches('/').to_string(), token, namespace: "default".into() }
         }
         (None, None) => anyhow::bail!("pass --server (with --token-file) or --kubeconfig"),
-    };
+    })
+}
+
+async fn ecu_gateway(args: EcuGatewayArgs) -> anyhow::Result<()> {
+    let client_config =
+        node_client_config(args.kubeconfig.as_deref(), args.server.as_deref(), args.token_file.as_deref())?;
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    let heartbeat = std::time::Duration::from_secs(args.heartbeat_seconds.max(1));
+    let config = gateway::Config::from_file(&args.config, args.data_dir, heartbeat)?;
+    tracing::info!(ecus = config.ecus.len(), "ECU gateway starting");
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let run = gateway::run(config, client::Client::new(client_config), shutdown);
+    tokio::pin!(run);
+    tokio::select! {
+        _ = &mut run => {}
+        signal = wait_for_signal() => {
+            signal?;
+            let _ = stop.send(true);
+            run.await;
+        }
+    }
+    Ok(())
+}
+
+async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
+    let config = node_client_config(args.kubeconfig.as_deref(), args.server.as_deref(), args.token_file.as_deref())?;
     let mut labels = std::collections::BTreeMap::new();
     for pair in args.labels.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').with_context(|| format!("--labels: {pair:?} is not key=value"))?;

@@ -120,3 +120,132 @@ fn tshark_dissects_a_flash_session_as_clean_doip_and_uds() {
     let blocks = image.len().div_ceil(4090);
     assert_eq!(transfers, blocks * 2, "every TransferData request and response dissected");
 }
+
+/// An OCI image layout whose one layer is the firmware (what `axle image import` pushes).
+fn firmware_layout(dir: &Path, tag: &str, firmware: &[u8]) -> std::path::PathBuf {
+    let layout = dir.join(format!("fw-{tag}"));
+    let blobs = layout.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).expect("layout");
+    let put = |bytes: &[u8]| -> (String, usize) {
+        let (digest, _) = images::sha256_of(bytes).expect("hash");
+        std::fs::write(blobs.join(digest.trim_start_matches("sha256:")), bytes).expect("blob");
+        (digest, bytes.len())
+    };
+    let (config, config_size) = put(br#"{"architecture":"ecu","os":"ecu","rootfs":{"type":"layers","diff_ids":[]}}"#);
+    let (layer, layer_size) = put(firmware);
+    let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_size},
+        "layers": [{"mediaType": "application/vnd.axle.firmware.v1", "digest": layer, "size": layer_size}]});
+    let (manifest, manifest_size) = put(&serde_json::to_vec(&manifest).expect("json"));
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": manifest, "size": manifest_size, "annotations": {"org.opencontainers.image.ref.name": tag}}]});
+    std::fs::write(layout.join("index.json"), serde_json::to_vec(&index).expect("json")).expect("index");
+    std::fs::write(layout.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).expect("layout");
+    layout
+}
+
+fn start_gateway(server: &support::Server, ecus: &[(&str, u16)], dir: &Path) -> Killed {
+    let mut config = String::from("ecus:\n");
+    for (name, port) in ecus {
+        config.push_str(&format!(
+            "- {{name: {name}, address: \"127.0.0.1:{port}\", logicalAddress: 0x00E0, hardwareId: HW-{name}}}\n"
+        ));
+    }
+    let path = dir.join("ecus.yaml");
+    std::fs::write(&path, config).expect("config");
+    let child = Command::new(axle_bin())
+        .args(["ecu-gateway", "--server", &format!("http://{}", server.addr), "--token-file"])
+        .arg(server.data_dir().join("node-token"))
+        .arg("--config")
+        .arg(&path)
+        .arg("--data-dir")
+        .arg(dir.join("gateway"))
+        .args(["--heartbeat-seconds", "1"])
+        .stderr(std::fs::File::create(dir.join("gateway.log")).expect("log"))
+        .spawn()
+        .expect("axle ecu-gateway starts");
+    Killed(child)
+}
+
+fn start_sim_with(dir: &Path, port: u16, extra: &[&str]) -> Killed {
+    let child = Command::new(axle_bin())
+        .args(["ecu-sim", "--listen", &format!("127.0.0.1:{port}"), "--logical-address", "0x00E0", "--flash"])
+        .arg(dir.join(format!("bank-{port}.bin")))
+        .args(extra)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("axle ecu-sim starts");
+    wait_for("the simulated ECU to listen", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+    });
+    Killed(child)
+}
+
+#[test]
+fn firmware_pods_flash_ecus_that_are_nodes() {
+    let server = support::Server::start_with(&["--node-grace-seconds", "3"]);
+    let dir = server.data_dir().to_path_buf();
+    let (brake_port, locked_port) = (free_port(), free_port());
+    let mut brake = start_sim_with(&dir, brake_port, &[]);
+    let _locked = start_sim_with(&dir, locked_port, &["--nrc", "27:35"]);
+    let _gateway = start_gateway(&server, &[("brake-ecu", brake_port), ("locked-ecu", locked_port)], &dir);
+    let node = wait_for("the ECUs to be nodes", Duration::from_secs(30), || {
+        let out = server.kubectl_ok(&["get", "nodes", "-l", "axle.dev/ecu=true", "--no-headers"]);
+        (out.matches(" Ready ").count() == 2).then_some(out)
+    });
+    assert!(node.contains("brake-ecu"), "{node}");
+    let version = server.kubectl_ok(&[
+        "get",
+        "node",
+        "brake-ecu",
+        "-o",
+        "jsonpath={.metadata.annotations.axle\\.dev/sw-version}",
+    ]);
+    assert_eq!(version, "1.0.0");
+
+    let mut firmware = b"AXLE-FW brake 2.0.0\n".to_vec();
+    firmware.extend((0..200_000u32).map(|i| (i % 249) as u8));
+    let layout = firmware_layout(&dir, "2.0.0", &firmware);
+    support::import(&server, &layout, "brake-fw:2.0.0");
+    let pod = |name: &str, node: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: {node}\n  runtimeClassName: ecu\n  \
+             tolerations: [{{key: axle.dev/ecu, operator: Exists}}]\n  containers: [{{name: firmware, image: \"brake-fw:2.0.0\"}}]\n"
+        )
+    };
+    server.apply_stdin(&pod("brake-firmware", "brake-ecu"), &[]);
+    wait_for("the firmware pod to run", Duration::from_secs(60), || {
+        (server.kubectl_ok(&["get", "pod", "brake-firmware", "-o", "jsonpath={.status.phase}"]) == "Running")
+            .then_some(())
+    });
+    assert_eq!(std::fs::read(dir.join(format!("bank-{brake_port}.bin"))).expect("bank"), firmware);
+    wait_for("the inventory to show the new version", Duration::from_secs(20), || {
+        let v = server.kubectl_ok(&[
+            "get",
+            "node",
+            "brake-ecu",
+            "-o",
+            "jsonpath={.metadata.annotations.axle\\.dev/sw-version}",
+        ]);
+        (v == "2.0.0").then_some(())
+    });
+    let events = server.kubectl_ok(&["get", "events", "--field-selector", "involvedObject.name=brake-firmware"]);
+    assert!(events.contains("Flashed"), "{events}");
+
+    // An ECU that refuses the key: Failed, with the NRC as the reason.
+    server.apply_stdin(&pod("locked-firmware", "locked-ecu"), &[]);
+    let reason = wait_for("the locked ECU's pod to fail", Duration::from_secs(60), || {
+        let out =
+            server.kubectl_ok(&["get", "pod", "locked-firmware", "-o", "jsonpath={.status.phase} {.status.reason}"]);
+        out.starts_with("Failed").then_some(out)
+    });
+    assert!(reason.contains("InvalidKey"), "{reason}");
+
+    // A powered-off ECU is a NotReady node.
+    let _ = brake.0.kill();
+    let _ = brake.0.wait();
+    wait_for("brake-ecu to go NotReady", Duration::from_secs(30), || {
+        let out = server.kubectl_ok(&["get", "node", "brake-ecu", "--no-headers"]);
+        out.contains("NotReady").then_some(())
+    });
+}

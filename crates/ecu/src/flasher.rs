@@ -293,7 +293,7 @@ pub async fn flash(
     Ok(report)
 }
 
-type PhaseFn<'a> = dyn FnMut(&mut Report, &'static str, &mut (dyn FnMut(Progress) + Send)) + 'a;
+type PhaseFn<'a> = dyn FnMut(&mut Report, &'static str, &mut (dyn FnMut(Progress) + Send)) + Send + 'a;
 
 /// Prepare, programming session, unlock, erase, download, verify.
 async fn program(
