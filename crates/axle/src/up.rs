@@ -1,8 +1,8 @@
 //! `axle up`: a whole simulated car on this machine, as separate processes, on embedded
 //! defaults — the first thing a new user runs: the API server, one agent per simulated
-//! computer (`hpc-1`, `hpc-2`), a sample image in the car's registry (made from this machine's
-//! own programs: no internet needed) and the sample manifests of `examples/`. Ctrl-C stops
-//! everything.
+//! computer (`hpc-1`, `hpc-2`), two simulated ECUs behind the ECU gateway, a sample image and a
+//! sample firmware in the car's registry (made here: no internet needed) and the sample
+//! manifests of `examples/`. Ctrl-C stops everything.
 
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
@@ -20,6 +20,31 @@ const EXAMPLES: &[(&str, &str)] = &[
 
 /// The image the examples run, imported at start.
 const SAMPLE_IMAGE: &str = "axle/sample:1.0";
+
+/// The simulated ECUs: name and the software version their bank starts with.
+const ECUS: &[(&str, &str)] = &[("brake-ecu", "1.0.0"), ("door-ecu", "3.1.0")];
+
+/// What a user applies to flash the brake ECU (its firmware is imported at start).
+const BRAKE_FIRMWARE_POD: &str = "# Flashes brake-ecu with brake-fw:2.0.0 over DoIP/UDS (runtimeClassName: ecu).
+apiVersion: v1
+kind: Pod
+metadata:
+  name: brake-firmware
+  namespace: car
+spec:
+  nodeName: brake-ecu
+  runtimeClassName: ecu
+  tolerations: [{key: axle.dev/ecu, operator: Exists}]
+  containers:
+  - name: firmware
+    image: brake-fw:2.0.0
+";
+
+/// A free TCP port of the loopback (for a simulated ECU).
+fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
+    Ok(listener.local_addr()?.port())
+}
 
 /// The simulated car's Linux computers, one agent each.
 const NODES: &[&str] = &["hpc-1", "hpc-2"];
@@ -87,10 +112,50 @@ pub async fn run(data_dir: PathBuf, listen: std::net::SocketAddr) -> anyhow::Res
         let agent = spawn(&me, &data_dir, node, &args)?;
         processes.0.push((node.to_string(), agent));
     }
+    // The ECUs: simulated, each a DoIP entity on a port of its own, behind one gateway.
+    let mut ecu_config = String::from("ecus:\n");
+    for (name, version) in ECUS {
+        let port = free_port()?;
+        let bank = path_str(&data_dir.join(format!("{name}.flash")));
+        let listen = format!("127.0.0.1:{port}");
+        let args =
+            ["ecu-sim", "--listen", &listen, "--logical-address", "0x00E0", "--flash", &bank, "--sw-version", version];
+        let sim = spawn(&me, &data_dir, name, &args)?;
+        processes.0.push((name.to_string(), sim));
+        ecu_config.push_str(&format!(
+            "- {{name: {name}, address: \"{listen}\", logicalAddress: 0x00E0, hardwareId: SIM-{name}}}\n"
+        ));
+    }
+    let ecus_file = data_dir.join("ecus.yaml");
+    std::fs::write(&ecus_file, ecu_config).with_context(|| format!("cannot write {}", ecus_file.display()))?;
+    let gateway_dir = path_str(&data_dir.join("ecu-gateway"));
+    let args = [
+        "ecu-gateway",
+        "--server",
+        &server_url,
+        "--token-file",
+        &token_file,
+        "--config",
+        &path_str(&ecus_file),
+        "--data-dir",
+        &gateway_dir,
+    ];
+    let gateway = spawn(&me, &data_dir, "ecu-gateway", &args)?;
+    processes.0.push(("ecu-gateway".into(), gateway));
+
     let client = client::Client::new(config);
     let layout = images::sample::write_host_image(&data_dir, "1.0", api::meta::go_arch())
         .context("cannot build the sample image")?;
     crate::image::import(&client, &layout, Some(SAMPLE_IMAGE)).await?;
+    // A firmware for the brake ECU, and the pod that flashes it, ready to apply.
+    let mut firmware = b"AXLE-FW brake-ecu 2.0.0\n".to_vec();
+    firmware.extend((0..256 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
+    let firmware_layout = images::sample::write_firmware_image(&data_dir, "2.0.0", &firmware)
+        .context("cannot build the sample firmware")?;
+    crate::image::import(&client, &firmware_layout, Some("brake-fw:2.0.0")).await?;
+    let firmware_pod = data_dir.join("brake-firmware.yaml");
+    std::fs::write(&firmware_pod, BRAKE_FIRMWARE_POD)
+        .with_context(|| format!("cannot write {}", firmware_pod.display()))?;
     for (file, text) in EXAMPLES {
         for manifest in client::parse_manifests(text).map_err(|e| anyhow::anyhow!("examples/{file}: {e}"))? {
             client.apply(&manifest, "axle-up").await.with_context(|| format!("cannot apply examples/{file}"))?;
@@ -103,6 +168,9 @@ pub async fn run(data_dir: PathBuf, listen: std::net::SocketAddr) -> anyhow::Res
     println!("  kubectl get pods,deployments -n car -o wide");
     println!("  kubectl logs -n car head-unit -f");
     println!("  axle image ls");
+    println!("  kubectl get nodes -l axle.dev/ecu=true -L axle.dev/hardware-id   # the simulated ECUs");
+    println!("  kubectl apply -f {}   # flash brake-ecu over DoIP/UDS", firmware_pod.display());
+    println!("  kubectl get pod -n car brake-firmware -w");
     println!("  kubectl explain deployment.spec");
     println!();
     println!("Logs: {}/*.log. Press Ctrl-C to stop.", data_dir.display());

@@ -121,29 +121,6 @@ fn tshark_dissects_a_flash_session_as_clean_doip_and_uds() {
     assert_eq!(transfers, blocks * 2, "every TransferData request and response dissected");
 }
 
-/// An OCI image layout whose one layer is the firmware (what `axle image import` pushes).
-fn firmware_layout(dir: &Path, tag: &str, firmware: &[u8]) -> std::path::PathBuf {
-    let layout = dir.join(format!("fw-{tag}"));
-    let blobs = layout.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).expect("layout");
-    let put = |bytes: &[u8]| -> (String, usize) {
-        let (digest, _) = images::sha256_of(bytes).expect("hash");
-        std::fs::write(blobs.join(digest.trim_start_matches("sha256:")), bytes).expect("blob");
-        (digest, bytes.len())
-    };
-    let (config, config_size) = put(br#"{"architecture":"ecu","os":"ecu","rootfs":{"type":"layers","diff_ids":[]}}"#);
-    let (layer, layer_size) = put(firmware);
-    let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_size},
-        "layers": [{"mediaType": "application/vnd.axle.firmware.v1", "digest": layer, "size": layer_size}]});
-    let (manifest, manifest_size) = put(&serde_json::to_vec(&manifest).expect("json"));
-    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "digest": manifest, "size": manifest_size, "annotations": {"org.opencontainers.image.ref.name": tag}}]});
-    std::fs::write(layout.join("index.json"), serde_json::to_vec(&index).expect("json")).expect("index");
-    std::fs::write(layout.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).expect("layout");
-    layout
-}
-
 fn start_gateway(server: &support::Server, ecus: &[(&str, u16)], dir: &Path) -> Killed {
     let mut config = String::from("ecus:\n");
     for (name, port) in ecus {
@@ -205,7 +182,7 @@ fn firmware_pods_flash_ecus_that_are_nodes() {
 
     let mut firmware = b"AXLE-FW brake 2.0.0\n".to_vec();
     firmware.extend((0..200_000u32).map(|i| (i % 249) as u8));
-    let layout = firmware_layout(&dir, "2.0.0", &firmware);
+    let layout = images::sample::write_firmware_image(&dir, "2.0.0", &firmware).expect("firmware image");
     support::import(&server, &layout, "brake-fw:2.0.0");
     let pod = |name: &str, node: &str| {
         format!(

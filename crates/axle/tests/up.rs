@@ -34,7 +34,8 @@ fn up_starts_the_car_with_sample_workloads_and_stops_on_ctrl_c() {
             .output()
             .ok()?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        (text.lines().filter(|l| l.split_whitespace().nth(1) == Some("Ready")).count() == 2).then_some(text)
+        let ready = |l: &&str| l.starts_with("hpc-") && l.split_whitespace().nth(1) == Some("Ready");
+        (text.lines().filter(ready).count() == 2).then_some(text)
     });
     assert!(nodes.contains("hpc-1") && nodes.contains("hpc-2"), "{nodes}");
     wait_for("the sample process pod to run on hpc-2", Duration::from_secs(30), || {
@@ -72,6 +73,34 @@ fn up_starts_the_car_with_sample_workloads_and_stops_on_ctrl_c() {
             .output()
             .ok()?;
         out.status.success().then_some(())
+    });
+    // The simulated ECUs are nodes, and the prepared firmware pod flashes one.
+    wait_for("the ECU nodes", Duration::from_secs(30), || {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["get", "nodes", "-l", "axle.dev/ecu=true", "--no-headers"])
+            .output()
+            .ok()?;
+        (String::from_utf8_lossy(&out.stdout).matches(" Ready ").count() == 2).then_some(())
+    });
+    let applied = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .arg("apply")
+        .arg("-f")
+        .arg(dir.path().join("brake-firmware.yaml"))
+        .output()
+        .expect("kubectl apply");
+    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    wait_for("brake-ecu to be flashed", Duration::from_secs(60), || {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["get", "pod", "brake-firmware", "-n", "car", "-o", "jsonpath={.status.phase}"])
+            .output()
+            .ok()?;
+        (String::from_utf8_lossy(&out.stdout) == "Running").then_some(())
     });
     // Ctrl-C: everything stops, the exit is clean.
     let _ = Command::new("kill").args(["-INT", &up.id().to_string()]).status();

@@ -91,6 +91,36 @@ pub fn write_host_image(dir: &Path, tag: &str, arch: &str) -> Result<PathBuf, Im
     Ok(layout)
 }
 
+/// Writes a firmware image as an OCI layout in `dir` (tag `tag`): one layer, the firmware
+/// bytes as they are (media type `application/vnd.axle.firmware.v1`), as the ECU gateway
+/// expects. Returns the layout dir.
+pub fn write_firmware_image(dir: &Path, tag: &str, firmware: &[u8]) -> Result<PathBuf, ImagesError> {
+    let layout = dir.join(format!("firmware-{tag}"));
+    let blobs = layout.join("blobs").join("sha256");
+    fs::create_dir_all(&blobs).map_err(ImagesError::io(&blobs))?;
+    let put = |bytes: &[u8]| -> Result<(String, u64), ImagesError> {
+        let (digest, size) = sha256_of(bytes).map_err(ImagesError::io(&blobs))?;
+        let path = blobs.join(crate::digest_hex(&digest)?);
+        fs::write(&path, bytes).map_err(ImagesError::io(&path))?;
+        Ok((digest, size))
+    };
+    let (config, config_size) = put(br#"{"architecture":"ecu","os":"ecu","rootfs":{"type":"layers","diff_ids":[]}}"#)?;
+    let (layer, layer_size) = put(firmware)?;
+    let manifest = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_size},
+        "layers": [{"mediaType": "application/vnd.axle.firmware.v1", "digest": layer, "size": layer_size}]});
+    let (manifest, manifest_size) = put(&serde_json::to_vec(&manifest).unwrap_or_default())?;
+    let index = json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": manifest, "size": manifest_size, "annotations": {"org.opencontainers.image.ref.name": tag}}]});
+    let write = |name: &str, bytes: &[u8]| -> Result<(), ImagesError> {
+        let path = layout.join(name);
+        fs::write(&path, bytes).map_err(ImagesError::io(&path))
+    };
+    write("index.json", &serde_json::to_vec(&index).unwrap_or_default())?;
+    write("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    Ok(layout)
+}
+
 /// (path inside the image, file on this machine): a static busybox and its applets if there
 /// is one, else the programs and their libraries.
 fn host_files() -> Vec<(PathBuf, PathBuf)> {
