@@ -1,13 +1,14 @@
 //! ECUs over DoIP/UDS with third-party peers: an independent tester (PyPI `doipclient` +
-//! `udsoncan`) drives `axle ecu-sim`, and `tshark` dissects a flash session of `axle ecu-flash`
-//! as DoIP and UDS with nothing malformed.
+//! `udsoncan`) drives `axle ecu-sim`; Axle's flasher programs an independent ECU (PyPI
+//! `python-uds-server` behind a thin DoIP shim); `tshark` dissects a flash session as DoIP and
+//! UDS with nothing malformed; and the ECU gateway makes ECUs nodes that firmware pods flash.
 
 mod support;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use support::{axle_bin, free_port, python, wait_for};
+use support::{axle_bin, free_port, python, spawn_with_lines, wait_for};
 
 struct Killed(Child);
 
@@ -48,6 +49,27 @@ fn an_independent_tester_reads_and_reprograms_the_simulated_ecu() {
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let bank = std::fs::read(dir.path().join("bank.bin")).expect("bank");
     assert!(bank.starts_with(b"AXLE-FW udsoncan-test 9.9.9\n"), "the tester's image is in the bank");
+}
+
+#[test]
+fn our_flasher_programs_an_independent_uds_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let shim = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/uds_server_shim.py");
+    let (child, lines) = spawn_with_lines(Command::new(python()).arg(&shim).arg(port.to_string()));
+    let _shim = Killed(child);
+    wait_for("python-uds-server to listen", Duration::from_secs(20), || lines.try_recv().ok().filter(|l| l == "ready"));
+    let mut image = b"AXLE-FW independent 7.0.0\n".to_vec();
+    image.extend((0..40_000u32).map(|i| (i % 241) as u8));
+    std::fs::write(dir.path().join("fw.bin"), &image).expect("image");
+    let out = Command::new(axle_bin())
+        .arg("ecu-flash")
+        .arg(dir.path().join("fw.bin"))
+        .args(["--target", &format!("127.0.0.1:{port}"), "--ecu-address", "0x00E0", "--expect-version", "7.0.0"])
+        .output()
+        .expect("axle ecu-flash runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1.0.0 → 7.0.0"), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
 #[test]

@@ -306,8 +306,10 @@ async fn program(
 ) -> Result<(), EcuError> {
     phase(report, "prepare", progress);
     session.request(&Request::SessionControl { session: 3, suppress: false }).await?;
-    session.request(&Request::ControlDtcSetting { kind: 2, suppress: false }).await?;
-    session.request(&Request::CommunicationControl { control: 3, communication: 1, suppress: false }).await?;
+    // DTC setting and communication control are courtesies to the rest of the car; an ECU
+    // that does not offer them is still flashed.
+    optional(session.request(&Request::ControlDtcSetting { kind: 2, suppress: false }).await)?;
+    optional(session.request(&Request::CommunicationControl { control: 3, communication: 1, suppress: false }).await)?;
     session.request(&Request::SessionControl { session: 2, suppress: false }).await?;
     phase(report, "unlock", progress);
     session.unlock(keys).await?;
@@ -348,6 +350,19 @@ async fn program(
             Err(EcuError::ImageRejected(status.first().copied().unwrap_or(0xFF)))
         }
         other => Err(EcuError::Unexpected(format!("{other:?} for the dependency check"))),
+    }
+}
+
+/// A request the ECU may not support (serviceNotSupported, subFunctionNotSupported, or not in
+/// this session): skipped then; any other failure stands.
+fn optional(result: Result<Positive, EcuError>) -> Result<(), EcuError> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(EcuError::Nrc { service, nrc }) if matches!(nrc, 0x11 | 0x12 | 0x7E | 0x7F) => {
+            tracing::debug!(service, nrc, "the ECU does not offer this service; going on without it");
+            Ok(())
+        }
+        Err(e) => Err(e),
     }
 }
 
