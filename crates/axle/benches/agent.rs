@@ -13,7 +13,7 @@ mod support;
 use serde_json::json;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{axle_bin, free_port, median, pss_kib, Agent, Server};
+use support::{free_port, median, pss_kib, Agent, Server};
 
 fn running(server: &Server, name: &str) -> bool {
     server.pod(name).is_some_and(|p| p["status"]["containerStatuses"][0]["state"]["running"].is_object())
@@ -67,15 +67,7 @@ fn medians(server: &Server, runtime: &str, runs: usize) -> (f64, f64) {
 fn main() {
     let server = Server::start();
     let agent = Agent::start(&server, "hpc-1", 10);
-    let layout = images::sample::write_host_image(server.data_dir(), "1.0", "amd64").expect("sample image");
-    let out = Command::new(axle_bin())
-        .args(["image", "import"])
-        .arg(&layout)
-        .args(["--name", "axle/sample:1.0", "--kubeconfig"])
-        .arg(&server.kubeconfig)
-        .output()
-        .expect("axle image import");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    support::import_sample_image(&server, "axle/sample:1.0");
     let agent_pid = agent.child.id();
     // Idle: registered, no pods, a few heartbeats.
     support::wait_for("the node to register", Duration::from_secs(20), || {

@@ -11,9 +11,8 @@
 mod support;
 
 use serde_json::{json, Value};
-use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{axle_bin, median, pss_kib, Agent, Server};
+use support::{median, pss_kib, Agent, Server};
 
 fn deployment(name: &str, replicas: u64, node_selector: Value, runtime: &str, generation_marker: u32) -> Value {
     json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
@@ -55,15 +54,7 @@ fn until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) -> f64 {
 fn main() {
     let server = Server::start();
     let agent = Agent::start(&server, "hpc-1", 10);
-    let layout = images::sample::write_host_image(server.data_dir(), "1.0", "amd64").expect("sample image");
-    let out = Command::new(axle_bin())
-        .args(["image", "import"])
-        .arg(&layout)
-        .args(["--name", "axle/sample:1.0", "--kubeconfig"])
-        .arg(&server.kubeconfig)
-        .output()
-        .expect("axle image import");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    support::import_sample_image(&server, "axle/sample:1.0");
     support::wait_for("hpc-1", Duration::from_secs(20), || {
         (server.http("GET", "/api/v1/nodes/hpc-1", None).0 == 200).then_some(())
     });

@@ -42,15 +42,8 @@ enum Command {
 
 #[derive(clap::Args)]
 struct EcuGatewayArgs {
-    /// URL of the API server.
-    #[arg(long, required_unless_present = "kubeconfig")]
-    server: Option<String>,
-    /// File with the bootstrap token (the server writes DATA_DIR/node-token).
-    #[arg(long, requires = "server")]
-    token_file: Option<PathBuf>,
-    /// A kubeconfig instead of --server/--token-file.
-    #[arg(long, conflicts_with = "server")]
-    kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    connection: Connection,
     /// The ECUs: `ecus: [{name, address, logicalAddress, testerAddress, hardwareId}]`.
     #[arg(long)]
     config: PathBuf,
@@ -152,8 +145,10 @@ enum ImageCommand {
     },
 }
 
+/// How a component of a computer of the car reaches the API server. These flags are a
+/// contract with tools outside this repository.
 #[derive(clap::Args)]
-struct AgentArgs {
+struct Connection {
     /// URL of the API server (e.g. http://127.0.0.1:6443).
     #[arg(long, required_unless_present = "kubeconfig")]
     server: Option<String>,
@@ -163,6 +158,12 @@ struct AgentArgs {
     /// A kubeconfig instead of --server/--token-file.
     #[arg(long, conflicts_with = "server")]
     kubeconfig: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    #[command(flatten)]
+    connection: Connection,
     /// The name of this computer's Node.
     #[arg(long)]
     node_name: String,
@@ -354,11 +355,9 @@ fn kubeconfig_path(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 }
 
 /// The client configuration of a node-side component: a kubeconfig, or server + token file.
-fn node_client_config(
-    kubeconfig: Option<&std::path::Path>,
-    server: Option<&str>,
-    token_file: Option<&std::path::Path>,
-) -> anyhow::Result<client::Config> {
+fn node_client_config(connection: &Connection) -> anyhow::Result<client::Config> {
+    let (kubeconfig, server, token_file) =
+        (connection.kubeconfig.as_deref(), connection.server.as_deref(), connection.token_file.as_deref());
     Ok(match (kubeconfig, server) {
         (Some(path), _) => client::Config::from_kubeconfig(path)?,
         (None, Some(server)) => {
@@ -378,8 +377,7 @@ fn node_client_config(
 }
 
 async fn ecu_gateway(args: EcuGatewayArgs) -> anyhow::Result<()> {
-    let client_config =
-        node_client_config(args.kubeconfig.as_deref(), args.server.as_deref(), args.token_file.as_deref())?;
+    let client_config = node_client_config(&args.connection)?;
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("cannot create {}", args.data_dir.display()))?;
     let heartbeat = std::time::Duration::from_secs(args.heartbeat_seconds.max(1));
     let config = gateway::Config::from_file(&args.config, args.data_dir, heartbeat)?;
@@ -399,7 +397,7 @@ async fn ecu_gateway(args: EcuGatewayArgs) -> anyhow::Result<()> {
 }
 
 async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
-    let config = node_client_config(args.kubeconfig.as_deref(), args.server.as_deref(), args.token_file.as_deref())?;
+    let config = node_client_config(&args.connection)?;
     let mut labels = std::collections::BTreeMap::new();
     for pair in args.labels.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').with_context(|| format!("--labels: {pair:?} is not key=value"))?;

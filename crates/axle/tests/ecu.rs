@@ -19,11 +19,12 @@ impl Drop for Killed {
     }
 }
 
-fn start_sim(dir: &Path, port: u16) -> Killed {
+/// A simulated ECU on 127.0.0.1:`port`, its bank in `dir/bank-<port>.bin`.
+fn start_sim(dir: &Path, port: u16, extra: &[&str]) -> Killed {
     let child = Command::new(axle_bin())
         .args(["ecu-sim", "--listen", &format!("127.0.0.1:{port}"), "--logical-address", "0x00E0", "--flash"])
-        .arg(dir.join("bank.bin"))
-        .args(["--sw-version", "1.0.0"])
+        .arg(dir.join(format!("bank-{port}.bin")))
+        .args(extra)
         .stderr(Stdio::null())
         .spawn()
         .expect("axle ecu-sim starts");
@@ -37,7 +38,7 @@ fn start_sim(dir: &Path, port: u16) -> Killed {
 fn an_independent_tester_reads_and_reprograms_the_simulated_ecu() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let _sim = start_sim(dir.path(), port);
+    let _sim = start_sim(dir.path(), port, &[]);
     let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/test_ecu_sim.py");
     let out = Command::new(python())
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
@@ -47,7 +48,7 @@ fn an_independent_tester_reads_and_reprograms_the_simulated_ecu() {
         .output()
         .expect("pytest runs (.venv with doipclient and udsoncan: bash .ci/run)");
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let bank = std::fs::read(dir.path().join("bank.bin")).expect("bank");
+    let bank = std::fs::read(dir.path().join(format!("bank-{port}.bin"))).expect("bank");
     assert!(bank.starts_with(b"AXLE-FW udsoncan-test 9.9.9\n"), "the tester's image is in the bank");
 }
 
@@ -76,10 +77,10 @@ fn our_flasher_programs_an_independent_uds_server() {
 fn tshark_dissects_a_flash_session_as_clean_doip_and_uds() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let _sim = start_sim(dir.path(), port);
+    let _sim = start_sim(dir.path(), port, &[]);
     let capture = dir.path().join("flash.pcapng");
     let tshark = Command::new("tshark")
-        .args(["-i", "lo", "-f", &format!("tcp port {port}"), "-w"])
+        .args(["-i", "lo", "-B", "64", "-f", &format!("tcp port {port}"), "-w"])
         .arg(&capture)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -111,7 +112,9 @@ fn tshark_dissects_a_flash_session_as_clean_doip_and_uds() {
             "-d",
             &decode,
             "-Y",
-            "_ws.malformed || _ws.expert.severity >= warning || (doip && !(doip.version == 2 || doip.version == 3))",
+            // TCP's own analysis (a duplicate ACK on a loaded loopback) is not ours to judge.
+            "_ws.malformed || (_ws.expert.severity >= warning && !tcp.analysis.flags) \
+             || (doip && !(doip.version == 2 || doip.version == 3))",
         ])
         .output()
         .expect("tshark reads");
@@ -166,27 +169,13 @@ fn start_gateway(server: &support::Server, ecus: &[(&str, u16)], dir: &Path) -> 
     Killed(child)
 }
 
-fn start_sim_with(dir: &Path, port: u16, extra: &[&str]) -> Killed {
-    let child = Command::new(axle_bin())
-        .args(["ecu-sim", "--listen", &format!("127.0.0.1:{port}"), "--logical-address", "0x00E0", "--flash"])
-        .arg(dir.join(format!("bank-{port}.bin")))
-        .args(extra)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("axle ecu-sim starts");
-    wait_for("the simulated ECU to listen", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
-    });
-    Killed(child)
-}
-
 #[test]
 fn firmware_pods_flash_ecus_that_are_nodes() {
     let server = support::Server::start_with(&["--node-grace-seconds", "3"]);
     let dir = server.data_dir().to_path_buf();
     let (brake_port, locked_port) = (free_port(), free_port());
-    let mut brake = start_sim_with(&dir, brake_port, &[]);
-    let _locked = start_sim_with(&dir, locked_port, &["--nrc", "27:35"]);
+    let mut brake = start_sim(&dir, brake_port, &[]);
+    let _locked = start_sim(&dir, locked_port, &["--nrc", "27:35"]);
     let _gateway = start_gateway(&server, &[("brake-ecu", brake_port), ("locked-ecu", locked_port)], &dir);
     let node = wait_for("the ECUs to be nodes", Duration::from_secs(30), || {
         let out = server.kubectl_ok(&["get", "nodes", "-l", "axle.dev/ecu=true", "--no-headers"]);

@@ -404,3 +404,10 @@ pub fn import(server: &Server, layout: &Path, name: &str) {
         .expect("axle image import runs");
     assert!(out.status.success(), "axle image import: {}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Builds the sample image `axle up` uses (from this machine's programs) and pushes it.
+pub fn import_sample_image(server: &Server, name: &str) {
+    let layout =
+        images::sample::write_host_image(server.data_dir(), "1.0", api::meta::go_arch()).expect("sample image");
+    import(server, &layout, name);
+}
