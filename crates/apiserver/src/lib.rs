@@ -19,6 +19,7 @@ mod objects;
 mod registry;
 mod routes;
 mod schemas;
+mod uploads;
 mod watch;
 
 use anyhow::Context as _;
@@ -52,6 +53,7 @@ pub(crate) struct State {
     pub server_address: String,
     /// The registry's content store (`DATA_DIR/content`).
     pub content: images::ContentStore,
+    pub data_dir: PathBuf,
 }
 
 impl State {
@@ -107,6 +109,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         shutdown: shutdown.clone(),
         server_address: local_addr.to_string(),
         content,
+        data_dir: config.data_dir.clone(),
     });
     state.refresh_registry().context("cannot read the stored CRDs")?;
     // Serve first: the API answers while the first-start chores below run.

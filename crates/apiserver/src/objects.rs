@@ -162,6 +162,7 @@ async fn route(
             "log" => ctx.rt.subresources.log,
             "binding" => ctx.rt.kind == "Pod",
             "finalize" => ctx.rt.kind == "Namespace",
+            "upload" => ctx.rt.group == "axle.dev" && ctx.rt.plural == "bundles",
             _ => false,
         };
         if !served {
@@ -172,6 +173,7 @@ async fn route(
         return Err(ApiError::no_route());
     }
     match (method, name, sub) {
+        (_, Some(name), Some("upload")) => crate::uploads::handle(&ctx, &name, req).await,
         (Method::GET, None, None) if ctx.query.flag("watch") => crate::watch::serve(ctx).await,
         (Method::GET, None, None) => list(&ctx),
         (Method::GET, Some(name), None | Some("status")) => get(&ctx, &name),

@@ -2,7 +2,6 @@
 
 use anyhow::Context as _;
 use client::Client;
-use images::import::SourceImage;
 use std::path::Path;
 
 /// Pushes every image found in `path` (an OCI layout directory or tar, or a `docker save`
@@ -10,30 +9,10 @@ use std::path::Path;
 pub async fn import(client: &Client, path: &Path, name: Option<&str>) -> anyhow::Result<()> {
     let source = images::import::read(path, name).with_context(|| format!("cannot import {}", path.display()))?;
     for image in &source.images {
-        let digest = push(client, image).await.with_context(|| format!("cannot push {}", image.reference))?;
+        let digest = client.push_image(image).await.with_context(|| format!("cannot push {}", image.reference))?;
         println!("{} imported ({digest})", image.reference);
     }
     Ok(())
-}
-
-async fn push(client: &Client, image: &SourceImage) -> anyhow::Result<String> {
-    let repository = &image.reference.repository;
-    for blob in &image.blobs {
-        if blob.manifest {
-            // A child of an index: pushed as a manifest, by digest.
-            let bytes = std::fs::read(&blob.path).with_context(|| format!("cannot read {}", blob.path.display()))?;
-            let parsed = images::Manifest::parse(&bytes)?;
-            client.push_manifest(repository, &blob.digest, &bytes, &parsed.media_type).await?;
-        } else if !client.blob_exists(repository, &blob.digest).await? {
-            let file =
-                std::fs::File::open(&blob.path).with_context(|| format!("cannot read {}", blob.path.display()))?;
-            client.push_blob(repository, &blob.digest, file).await?;
-        }
-    }
-    let manifest = images::Manifest::parse(&image.manifest)?;
-    let tag = image.reference.tag.as_deref().unwrap_or("latest");
-    client.push_manifest(repository, tag, &image.manifest, &manifest.media_type).await?;
-    Ok(manifest.digest)
 }
 
 /// `axle image list`: repository, tag and digest of every image in the registry.

@@ -236,6 +236,16 @@ struct ServerArgs {
     /// Seconds without a lease renewal after which a node is marked NotReady.
     #[arg(long, default_value_t = 40)]
     node_grace_seconds: u64,
+    /// Root metadata to pin as this car's update trust root (first use), or the pinned root's
+    /// successor (rotation). Kept in DATA_DIR/trust/root.json.
+    #[arg(long)]
+    trust_root: Option<PathBuf>,
+    /// A directory watched for update bundles (`*.axb`), e.g. where a USB stick is mounted.
+    #[arg(long)]
+    bundle_dir: Option<PathBuf>,
+    /// Where `file` targets of bundles are installed. [default: DATA_DIR/files]
+    #[arg(long)]
+    files_dir: Option<PathBuf>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -551,8 +561,18 @@ fn read_manifest_sources(source: &std::path::Path) -> anyhow::Result<Vec<(String
 
 fn run_server(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
     single_threaded()?.block_on(async move {
+        let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
+        let mut updates = controllers::updates::Config::new(&data_dir);
+        updates.bundle_dir = args.bundle_dir;
+        if let Some(files_dir) = args.files_dir {
+            updates.files_dir = files_dir;
+        }
+        if let Some(root) = &args.trust_root {
+            controllers::updates::intake::pin_root(&updates, root)
+                .with_context(|| format!("cannot pin the trust root {}", root.display()))?;
+        }
         let config = apiserver::Config {
-            data_dir: args.data_dir.unwrap_or_else(default_data_dir),
+            data_dir,
             listen: args.listen,
             store: store::Options { change_log_capacity: args.change_log_capacity.max(1), ..store::Options::default() },
         };
@@ -565,7 +585,9 @@ fn run_server(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
         };
         tokio::spawn(controllers::node_lifecycle::run(own_client, lifecycle, controllers_shutdown.clone()));
         let workloads_client = client::Client::new(client::Config::from_kubeconfig(&server.kubeconfig)?);
-        tokio::spawn(controllers::workloads::run(workloads_client, controllers_shutdown));
+        tokio::spawn(controllers::workloads::run(workloads_client, controllers_shutdown.clone()));
+        let updates_client = client::Client::new(client::Config::from_kubeconfig(&server.kubeconfig)?);
+        tokio::spawn(controllers::updates::run(updates_client, updates, controllers_shutdown));
         release_freed_memory();
         tracing::info!(
             address = %format!("http://{}", server.local_addr),

@@ -61,6 +61,9 @@ pub struct CreateOptions<'a> {
     pub base: Option<PathBuf>,
     pub targets_keys: Vec<&'a KeyPair>,
     pub bundle_keys: Vec<&'a KeyPair>,
+    /// How long the car waits for the installed targets to become healthy before it rolls
+    /// the campaign back.
+    pub health_timeout_seconds: Option<u64>,
 }
 
 /// What went into a bundle, per target: (name, length, payload codec, payload length).
@@ -89,8 +92,13 @@ fn sources(dir: &Path) -> Result<Vec<(String, PathBuf)>, BundleError> {
     Ok(found)
 }
 
-fn kind_of(name: &str) -> &'static str {
-    if name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json") {
+/// The kind of a target from its file name, where its `.meta.json` does not say (`kind`):
+/// OCI layout or `docker save` tars are images, YAML and JSON are Kubernetes manifests,
+/// anything else is a file.
+pub fn kind_of(name: &str) -> &'static str {
+    if name.ends_with(".oci.tar") || name.ends_with(".docker.tar") {
+        "image"
+    } else if name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json") {
         "manifest"
     } else {
         "file"
@@ -180,8 +188,12 @@ fn create_in(source: &Path, out: &Path, options: &CreateOptions<'_>, work: &Path
     }
     let targets_signed =
         json!({"_type": "targets", "version": options.version, "expires": options.expires, "targets": targets});
+    let mut campaign = json!({});
+    if let Some(seconds) = options.health_timeout_seconds {
+        campaign["healthTimeoutSeconds"] = json!(seconds);
+    }
     let bundle_signed = json!({
-        "_type": "bundle", "version": options.version, "expires": options.expires,
+        "_type": "bundle", "version": options.version, "expires": options.expires, "campaign": campaign,
         "targets": {"version": options.version, "sha256": sha256_hex(&canonical(&targets_signed))},
         "payloads": payloads,
     });
@@ -300,6 +312,16 @@ fn check_expiry(what: &str, expires: &str, now: &chrono::DateTime<chrono::Utc>) 
     Ok(())
 }
 
+/// A verified and staged bundle.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub version: u64,
+    pub expires: String,
+    /// Campaign settings the bundle's signers chose (`healthTimeoutSeconds`).
+    pub campaign: Value,
+    pub targets: Vec<Staged>,
+}
+
 /// Verifies a bundle against the trusted root and the installed state, then streams its
 /// payloads into `staging` (`<staging>/<target name>`), checking every byte. `base` holds the
 /// files the car has, for deltas. On any error `staging` is removed.
@@ -309,7 +331,7 @@ pub fn verify_and_stage(
     installed: &Installed,
     base: Option<&Path>,
     staging: &Path,
-) -> Result<Vec<Staged>, BundleError> {
+) -> Result<Verified, BundleError> {
     let metadata = read_metadata(bundle)?;
     let now = {
         let clock = chrono::Utc::now();
@@ -338,11 +360,18 @@ pub fn verify_and_stage(
     }
     let _ = std::fs::remove_dir_all(staging);
     std::fs::create_dir_all(staging).map_err(BundleError::io(staging))?;
-    let result = stage(bundle, targets, record, base, staging);
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(staging);
+    match stage(bundle, targets, record, base, staging) {
+        Ok(staged) => Ok(Verified {
+            version,
+            expires: record["expires"].as_str().unwrap_or("").to_string(),
+            campaign: record["campaign"].clone(),
+            targets: staged,
+        }),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(staging);
+            Err(e)
+        }
     }
-    result
 }
 
 fn stage(
@@ -534,6 +563,7 @@ mod tests {
                 base: base.map(|b| self.dir.path().join(b)),
                 targets_keys: keys.clone(),
                 bundle_keys: keys,
+                health_timeout_seconds: None,
             };
             create(&self.dir.path().join(source), &out, &options).expect("created");
             out
@@ -565,7 +595,7 @@ mod tests {
         let f = Fixture::new();
         let root = f.root(1);
         let v1 = f.create("v1", 1, "2099-01-01T00:00:00Z", None, vec![&f.key]);
-        let staged = f.stage(&v1, &root, 0, None).expect("valid bundle");
+        let staged = f.stage(&v1, &root, 0, None).expect("valid bundle").targets;
         assert_eq!(staged.len(), 2);
         let firmware = staged.iter().find(|s| s.name == "fw/brake.bin").expect("firmware staged");
         assert_eq!(firmware.custom["hardwareId"], "brake");
@@ -585,7 +615,7 @@ mod tests {
         let (delta_len, full_len) =
             (std::fs::metadata(&v2).expect("meta").len(), std::fs::metadata(&full).expect("meta").len());
         assert!(delta_len * 5 < full_len, "delta {delta_len} vs full {full_len}");
-        let staged = f.stage(&v2, &root, 1, Some("v1")).expect("delta applies on its base");
+        let staged = f.stage(&v2, &root, 1, Some("v1")).expect("delta applies on its base").targets;
         let firmware_staged = staged.iter().find(|s| s.name == "fw/brake.bin").expect("staged");
         assert_eq!(std::fs::read(&firmware_staged.path).expect("read"), firmware);
         assert!(matches!(f.stage(&v2, &root, 1, Some("v2")), Err(BundleError::WrongBase { .. })));

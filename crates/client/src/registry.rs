@@ -33,6 +33,41 @@ fn registry_error(status: StatusCode, bytes: &[u8]) -> ClientError {
 }
 
 impl Client {
+    /// Pushes an image's blobs and its manifest, by digest only (a tag is a separate, later
+    /// step: an update stages content before it moves any tag). Blobs the registry has are
+    /// skipped. Returns the manifest digest.
+    pub async fn push_image_content(&self, image: &images::import::SourceImage) -> Result<String, ClientError> {
+        let repository = &image.reference.repository;
+        let read = |path: &std::path::Path| {
+            std::fs::File::open(path).map_err(|e| ClientError::Usage(format!("cannot read {}: {e}", path.display())))
+        };
+        for blob in &image.blobs {
+            if blob.manifest {
+                // A child of an index: pushed as a manifest, by digest.
+                let mut bytes = Vec::new();
+                read(&blob.path)?
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| ClientError::Usage(format!("cannot read {}: {e}", blob.path.display())))?;
+                let parsed = images::Manifest::parse(&bytes).map_err(|e| ClientError::Usage(e.to_string()))?;
+                self.push_manifest(repository, &blob.digest, &bytes, &parsed.media_type).await?;
+            } else if !self.blob_exists(repository, &blob.digest).await? {
+                self.push_blob(repository, &blob.digest, read(&blob.path)?).await?;
+            }
+        }
+        let manifest = images::Manifest::parse(&image.manifest).map_err(|e| ClientError::Usage(e.to_string()))?;
+        self.push_manifest(repository, &manifest.digest, &image.manifest, &manifest.media_type).await?;
+        Ok(manifest.digest)
+    }
+
+    /// Pushes an image and tags it as its reference names (`latest` without a tag).
+    pub async fn push_image(&self, image: &images::import::SourceImage) -> Result<String, ClientError> {
+        let digest = self.push_image_content(image).await?;
+        let manifest = images::Manifest::parse(&image.manifest).map_err(|e| ClientError::Usage(e.to_string()))?;
+        let tag = image.reference.tag.as_deref().unwrap_or("latest");
+        self.push_manifest(&image.reference.repository, tag, &image.manifest, &manifest.media_type).await?;
+        Ok(digest)
+    }
+
     async fn registry_call(
         &self,
         method: Method,

@@ -9,4 +9,5 @@ pub mod deployment;
 pub mod node_lifecycle;
 pub mod placement;
 pub mod replicaset;
+pub mod updates;
 pub mod workloads;

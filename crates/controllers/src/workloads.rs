@@ -138,7 +138,7 @@ pub async fn pass(client: &Client) -> Result<Outcome, ClientError> {
 }
 
 /// Notifies `changed` on every event of a collection, re-watching as needed.
-async fn watch_changes(client: Arc<Client>, collection: &'static str, changed: Arc<Notify>) {
+pub(crate) async fn watch_changes(client: Arc<Client>, collection: &'static str, changed: Arc<Notify>) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let result: Result<(), ClientError> = async {
@@ -169,14 +169,15 @@ async fn watch_changes(client: Arc<Client>, collection: &'static str, changed: A
 /// Records a Kubernetes Event about `object` (best effort: an Event that cannot be written
 /// never stops a controller).
 pub async fn event(client: &Client, object: &Value, kind: &str, event_type: &str, reason: &str, message: &str) {
-    let namespace = api::meta::namespace_of(object);
+    // Events about cluster-scoped objects live in `default`, as in Kubernetes.
+    let namespace = Some(api::meta::namespace_of(object)).filter(|n| !n.is_empty()).unwrap_or("default");
     let now = api::meta::now_rfc3339();
     let event = json!({
         "apiVersion": "v1", "kind": "Event",
         "metadata": {"generateName": format!("{}.", api::meta::name_of(object)), "namespace": namespace},
         "involvedObject": {
             "apiVersion": object["apiVersion"], "kind": kind, "name": object["metadata"]["name"],
-            "namespace": namespace, "uid": object["metadata"]["uid"],
+            "namespace": api::meta::namespace_of(object), "uid": object["metadata"]["uid"],
             "resourceVersion": object["metadata"]["resourceVersion"],
         },
         "reason": reason, "message": message, "type": event_type,

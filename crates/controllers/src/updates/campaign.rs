@@ -1,0 +1,407 @@
+//! The campaign state machine.
+//!
+//! ```text
+//!   (new) → Staging → Activating → Verifying → Committing → Committed
+//!              │           │            │
+//!              └───────────┴────────────┴──→ RollingBack → RolledBack
+//! ```
+//!
+//! The phase lives in the Campaign's status and changes only after the work of the phase is
+//! done and durable; each phase's work is idempotent. So after a kill -9 the controller runs
+//! the current phase again and the campaign ends Committed or RolledBack, never between:
+//! Activating always starts from the remembered previous state (`previous.json`, written
+//! before the first change), RollingBack always returns to it.
+
+use super::targets::{self, Health, Target};
+use super::{patch_status, write_durably, Config, UpdateError, ABORT_ANNOTATION, CAMPAIGNS, INVENTORIES};
+use crate::workloads::event;
+use client::Client;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(300);
+/// A container restarted this often in a new revision fails the campaign without waiting
+/// for the health deadline.
+const CRASH_RESTARTS: i64 = 2;
+const FAILING_WAIT_REASONS: &[&str] = &[
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "CreateContainerConfigError",
+    "InvalidImageName",
+    "RunContainerError",
+];
+
+pub fn phase(campaign: &Value) -> &str {
+    campaign["status"]["phase"].as_str().unwrap_or("")
+}
+
+pub fn is_finished(campaign: &Value) -> bool {
+    matches!(phase(campaign), "Committed" | "RolledBack")
+}
+
+fn seconds_since(timestamp: &Value) -> Option<u64> {
+    let then = chrono::DateTime::parse_from_rfc3339(timestamp.as_str()?).ok()?;
+    u64::try_from((chrono::Utc::now() - then.with_timezone(&chrono::Utc)).num_seconds()).ok()
+}
+
+/// Takes the next step of an unfinished campaign; returns when to look again.
+pub async fn step(client: &Client, config: &Config, campaign: &Value) -> Result<Option<Duration>, UpdateError> {
+    let name = api::meta::name_of(campaign);
+    let targets = targets::of_campaign(config, campaign)?;
+    let total = targets.len();
+    let aborted = campaign["metadata"]["annotations"][ABORT_ANNOTATION] == "true";
+    let phase = phase(campaign);
+    if aborted && matches!(phase, "" | "Staging" | "Activating" | "Verifying") {
+        fail(client, campaign, "", "Aborted", &format!("{ABORT_ANNOTATION}=true")).await?;
+        return Ok(Some(Duration::ZERO));
+    }
+    match phase {
+        "" => {
+            let now = api::meta::now_rfc3339();
+            let status =
+                json!({"phase": "Staging", "progress": format!("0/{total}"), "startedAt": now, "phaseStartedAt": now});
+            patch_status(client, CAMPAIGNS, name, status).await?;
+            event(
+                client,
+                campaign,
+                "Campaign",
+                "Normal",
+                "Staging",
+                &format!("staging {total} target(s) of bundle version {}", campaign["spec"]["version"]),
+            )
+            .await;
+        }
+        "Staging" => {
+            for (done, target) in targets.iter().enumerate() {
+                if let Err(e) = targets::stage(client, target).await {
+                    return fail_on(client, campaign, target, "StagingFailed", e).await;
+                }
+                progress(client, name, done + 1, total).await?;
+            }
+            enter(client, campaign, "Activating", total, "every target staged").await?;
+        }
+        "Activating" => {
+            let previous_path = config.campaign_dir(name).join("previous.json");
+            if !previous_path.is_file() {
+                let previous = targets::remember(client, config, name, &targets).await?;
+                write_durably(&previous_path, &serde_json::to_vec(&previous).unwrap_or_default())?;
+            }
+            for (done, target) in targets.iter().enumerate() {
+                if let Err(e) = targets::activate(client, config, target).await {
+                    return fail_on(client, campaign, target, "ActivationFailed", e).await;
+                }
+                progress(client, name, done + 1, total).await?;
+            }
+            enter(client, campaign, "Verifying", total, "every target activated").await?;
+        }
+        "Verifying" => return verify(client, config, campaign, &targets).await,
+        "Committing" => {
+            commit(client, config, campaign, &targets).await?;
+            let status = json!({"phase": "Committed", "progress": format!("{total}/{total}"), "finishedAt": api::meta::now_rfc3339()});
+            patch_status(client, CAMPAIGNS, name, status).await?;
+            event(
+                client,
+                campaign,
+                "Campaign",
+                "Normal",
+                "Committed",
+                &format!("bundle version {} is installed", campaign["spec"]["version"]),
+            )
+            .await;
+            remove_work(config, name);
+        }
+        "RollingBack" => {
+            let previous_path = config.campaign_dir(name).join("previous.json");
+            if let Ok(bytes) = std::fs::read(&previous_path) {
+                let previous: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                targets::restore(client, config, name, &previous).await?;
+            }
+            patch_status(
+                client,
+                CAMPAIGNS,
+                name,
+                json!({"phase": "RolledBack", "finishedAt": api::meta::now_rfc3339()}),
+            )
+            .await?;
+            let why = campaign["status"]["message"].as_str().unwrap_or("");
+            event(
+                client,
+                campaign,
+                "Campaign",
+                "Warning",
+                "RolledBack",
+                &format!("everything is back as before: {why}"),
+            )
+            .await;
+            remove_work(config, name);
+        }
+        _ => {}
+    }
+    Ok(Some(Duration::ZERO))
+}
+
+fn remove_work(config: &Config, name: &str) {
+    let dir = config.campaign_dir(name);
+    if let Err(e) = std::fs::remove_dir_all(&dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a finished campaign's files");
+        }
+    }
+}
+
+async fn progress(client: &Client, name: &str, done: usize, total: usize) -> Result<(), UpdateError> {
+    Ok(patch_status(client, CAMPAIGNS, name, json!({"progress": format!("{done}/{total}")})).await?)
+}
+
+async fn enter(client: &Client, campaign: &Value, phase: &str, total: usize, why: &str) -> Result<(), UpdateError> {
+    let status = json!({"phase": phase, "progress": format!("0/{total}"), "phaseStartedAt": api::meta::now_rfc3339()});
+    patch_status(client, CAMPAIGNS, api::meta::name_of(campaign), status).await?;
+    event(client, campaign, "Campaign", "Normal", phase, why).await;
+    Ok(())
+}
+
+async fn fail(client: &Client, campaign: &Value, target: &str, reason: &str, message: &str) -> Result<(), UpdateError> {
+    let status = json!({"phase": "RollingBack", "failedTarget": target, "reason": reason, "message": message,
+                        "phaseStartedAt": api::meta::now_rfc3339()});
+    patch_status(client, CAMPAIGNS, api::meta::name_of(campaign), status).await?;
+    let about = if target.is_empty() { String::new() } else { format!("target {target}: ") };
+    event(client, campaign, "Campaign", "Warning", reason, &format!("{about}{message}; rolling back")).await;
+    Ok(())
+}
+
+/// A target's step failed: API outages are retried (the step is idempotent), anything else
+/// rolls the campaign back.
+async fn fail_on(
+    client: &Client,
+    campaign: &Value,
+    target: &Target,
+    reason: &str,
+    error: UpdateError,
+) -> Result<Option<Duration>, UpdateError> {
+    if let UpdateError::Api(e) = &error {
+        if e.code().is_none() || matches!(e.code(), Some(409 | 429 | 500..=599)) {
+            return Err(error);
+        }
+    }
+    fail(client, campaign, &target.name, reason, &error.to_string()).await?;
+    Ok(Some(Duration::ZERO))
+}
+
+async fn verify(
+    client: &Client,
+    config: &Config,
+    campaign: &Value,
+    targets: &[Target],
+) -> Result<Option<Duration>, UpdateError> {
+    let name = api::meta::name_of(campaign);
+    let mut healthy = 0;
+    let mut first_waiting: Option<(&Target, String)> = None;
+    for target in targets {
+        match targets::health(client, config, target).await? {
+            Health::Healthy => healthy += 1,
+            Health::Failed(why) => {
+                fail(client, campaign, &target.name, "Unhealthy", &why).await?;
+                return Ok(Some(Duration::ZERO));
+            }
+            Health::Waiting(why) => {
+                first_waiting.get_or_insert((target, why));
+            }
+        }
+    }
+    let total = targets.len();
+    let Some((target, why)) = first_waiting else {
+        enter(client, campaign, "Committing", total, "every target is healthy").await?;
+        return Ok(Some(Duration::ZERO));
+    };
+    if campaign["status"]["progress"] != format!("{healthy}/{total}") {
+        progress(client, name, healthy, total).await?;
+    }
+    let timeout =
+        campaign["spec"]["healthTimeoutSeconds"].as_u64().map(Duration::from_secs).unwrap_or(DEFAULT_HEALTH_TIMEOUT);
+    let waited = seconds_since(&campaign["status"]["phaseStartedAt"]).unwrap_or(0);
+    if waited >= timeout.as_secs() {
+        fail(
+            client,
+            campaign,
+            &target.name,
+            "HealthTimeout",
+            &format!("not healthy within {} s: {why}", timeout.as_secs()),
+        )
+        .await?;
+        return Ok(Some(Duration::ZERO));
+    }
+    Ok(Some(Duration::from_secs(1)))
+}
+
+/// Commits: the targets become the installed state (and the next deltas' bases), the version
+/// becomes the floor for the next bundle, the Inventory shows it.
+async fn commit(client: &Client, config: &Config, campaign: &Value, targets: &[Target]) -> Result<(), UpdateError> {
+    for target in targets {
+        targets::commit(config, target)?;
+    }
+    let mut installed = targets::read_installed(config);
+    let version = campaign["spec"]["version"].as_u64().unwrap_or(0);
+    if installed["version"].as_u64().unwrap_or(0) < version {
+        installed["version"] = json!(version);
+    }
+    let now = api::meta::now_rfc3339();
+    let later = |a: &str, b: &str| if a > b { a.to_string() } else { b.to_string() };
+    installed["latestTime"] = json!(later(installed["latestTime"].as_str().unwrap_or(""), &now));
+    for target in targets {
+        let kind = match target.kind {
+            targets::Kind::Image => "image",
+            targets::Kind::File => "file",
+            targets::Kind::Manifest => "manifest",
+        };
+        installed["targets"][&target.name] = json!({
+            "kind": kind, "sha256": target.sha256, "length": target.length, "custom": target.custom,
+            "campaign": api::meta::name_of(campaign), "bundleVersion": version, "installedAt": now,
+        });
+    }
+    targets::write_installed(config, &installed)?;
+    publish_inventory(client, &installed).await
+}
+
+/// Mirrors the installed state into the `Inventory` object `car`.
+pub async fn publish_inventory(client: &Client, installed: &Value) -> Result<(), UpdateError> {
+    let inventory = json!({"apiVersion": super::GROUP_VERSION, "kind": "Inventory", "metadata": {"name": "car"}});
+    match client.post(INVENTORIES, &inventory).await {
+        Err(e) if e.code() != Some(409) => return Err(e.into()),
+        _ => {}
+    }
+    let targets: Vec<Value> = installed["targets"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(name, t)| {
+            json!({"name": name, "kind": t["kind"], "sha256": t["sha256"], "length": t["length"],
+                   "version": t["custom"]["version"], "hardwareId": t["custom"]["hardwareId"],
+                   "bundleVersion": t["bundleVersion"], "installedAt": t["installedAt"]})
+        })
+        .collect();
+    let status = json!({"bundleVersion": installed["version"], "targetCount": targets.len(), "updatedAt": api::meta::now_rfc3339(), "targets": targets});
+    Ok(patch_status(client, INVENTORIES, "car", status).await?)
+}
+
+/// Whether one live object does its job: rollouts complete, pods ready (check pods: succeeded).
+pub async fn object_health(client: &Client, live: &Value) -> Result<Health, UpdateError> {
+    let kind = live["kind"].as_str().unwrap_or("");
+    let name = format!("{} {}", kind, api::meta::name_of(live));
+    let observed = live["status"]["observedGeneration"].as_i64().unwrap_or(0)
+        >= live["metadata"]["generation"].as_i64().unwrap_or(0);
+    match kind {
+        "Deployment" => {
+            let status = &live["status"];
+            if status["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "AutoRolledBack" && c["status"] == "True")
+            {
+                return Ok(Health::Failed(format!(
+                    "{name} rolled itself back: {}",
+                    status["conditions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|c| c["type"] == "AutoRolledBack")
+                        .map(|c| c["message"].as_str().unwrap_or(""))
+                        .unwrap_or("")
+                )));
+            }
+            if let Some(failing) = failing_pod(client, live).await? {
+                return Ok(Health::Failed(format!("{name}: {failing}")));
+            }
+            let want = live["spec"]["replicas"].as_i64().unwrap_or(1);
+            let count = |field: &str| status[field].as_i64().unwrap_or(0);
+            if observed
+                && count("updatedReplicas") == want
+                && count("availableReplicas") >= want
+                && count("replicas") == want
+            {
+                Ok(Health::Healthy)
+            } else {
+                Ok(Health::Waiting(format!(
+                    "{name}: {}/{want} updated and available",
+                    count("availableReplicas").min(count("updatedReplicas"))
+                )))
+            }
+        }
+        "DaemonSet" => {
+            let status = &live["status"];
+            let want = status["desiredNumberScheduled"].as_i64().unwrap_or(0);
+            let count = |field: &str| status[field].as_i64().unwrap_or(0);
+            if observed && count("updatedNumberScheduled") == want && count("numberAvailable") == want {
+                Ok(Health::Healthy)
+            } else {
+                Ok(Health::Waiting(format!("{name}: {}/{want} updated and available", count("numberAvailable"))))
+            }
+        }
+        "Pod" => Ok(pod_health(live)),
+        _ => Ok(Health::Healthy),
+    }
+}
+
+/// A pod's health: Ready, or Succeeded for a check pod (`restartPolicy: Never`).
+fn pod_health(pod: &Value) -> Health {
+    let name = format!("pod {}", api::meta::name_of(pod));
+    if let Some(why) = pod_failure(pod) {
+        return Health::Failed(format!("{name}: {why}"));
+    }
+    let phase = pod["status"]["phase"].as_str().unwrap_or("Pending");
+    let runs_once = pod["spec"]["restartPolicy"] == "Never";
+    let ready = pod["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True");
+    if runs_once {
+        match phase {
+            "Succeeded" => Health::Healthy,
+            "Failed" => Health::Failed(format!("{name} failed")),
+            _ => Health::Waiting(format!("{name} is {phase}")),
+        }
+    } else if ready {
+        Health::Healthy
+    } else {
+        Health::Waiting(format!("{name} is not ready ({phase})"))
+    }
+}
+
+fn pod_failure(pod: &Value) -> Option<String> {
+    for status in pod["status"]["containerStatuses"].as_array().into_iter().flatten() {
+        let waiting = status["state"]["waiting"]["reason"].as_str().unwrap_or("");
+        if FAILING_WAIT_REASONS.contains(&waiting) {
+            return Some(format!("container {} is {waiting}", status["name"].as_str().unwrap_or("")));
+        }
+        let restarts = status["restartCount"].as_i64().unwrap_or(0);
+        if restarts >= CRASH_RESTARTS {
+            return Some(format!("container {} restarted {restarts} times", status["name"].as_str().unwrap_or("")));
+        }
+    }
+    None
+}
+
+/// A failing pod of a Deployment's current revision, if any.
+async fn failing_pod(client: &Client, deployment: &Value) -> Result<Option<String>, UpdateError> {
+    let namespace = api::meta::namespace_of(deployment);
+    let revision = deployment["metadata"]["annotations"]["deployment.kubernetes.io/revision"].as_str().unwrap_or("");
+    let sets = client.get(&format!("/apis/apps/v1/namespaces/{namespace}/replicasets")).await?;
+    let uid = api::meta::uid_of(deployment);
+    let current = sets["items"].as_array().into_iter().flatten().find(|rs| {
+        crate::workloads::controller_uid(rs) == Some(uid)
+            && rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == revision
+    });
+    let Some(hash) = current.and_then(|rs| rs["metadata"]["labels"]["pod-template-hash"].as_str()) else {
+        return Ok(None);
+    };
+    let pods =
+        client.get(&format!("/api/v1/namespaces/{namespace}/pods?labelSelector=pod-template-hash%3D{hash}")).await?;
+    Ok(pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .find_map(|p| pod_failure(p).map(|why| format!("pod {}: {why}", api::meta::name_of(p)))))
+}

@@ -1,0 +1,414 @@
+//! The kinds of update targets, and the five things a campaign asks of each: stage (make the
+//! content ready without changing what runs), remember (the state to go back to), activate,
+//! check health, and restore. Every step is idempotent, so a campaign resumed after a crash
+//! simply runs its current step again.
+//!
+//! - `manifest`: Kubernetes objects (any kind the API serves), applied server-side in
+//!   dependency order (namespaces and definitions, then configuration, then workloads); healthy
+//!   when their rollouts are complete and their pods ready; restored to the exact previous
+//!   objects (or deleted, if they are new).
+//! - `image`: an OCI image (layout tar or `docker save`): its blobs and manifest go to the
+//!   car's registry while staging (by digest, no tag moves), the tag moves on activation and
+//!   moves back on rollback.
+//! - `file`: a file installed below the files directory (`custom.path`, else the target's
+//!   name), atomically; the previous content is kept until the campaign ends.
+//!
+//! ECU firmware reaches ECUs through the `image` and `manifest` kinds (a firmware image and
+//! its `runtimeClassName: ecu` pod, flashed by the ECU gateway and healthy when the ECU runs
+//! the version); Axle's own binary is the next kind to implement this interface.
+
+use super::{io_error, write_durably, Config, UpdateError, FIELD_MANAGER};
+use client::{Client, ClientError};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    Image,
+    File,
+    Manifest,
+}
+
+impl Kind {
+    pub fn parse(kind: &str) -> Option<Kind> {
+        match kind {
+            "image" => Some(Kind::Image),
+            "file" => Some(Kind::File),
+            "manifest" => Some(Kind::Manifest),
+            _ => None,
+        }
+    }
+}
+
+/// One target of a campaign, with its verified staged content.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: String,
+    pub kind: Kind,
+    pub sha256: String,
+    pub length: u64,
+    pub custom: Value,
+    pub staged: PathBuf,
+}
+
+/// What a health check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Healthy,
+    Waiting(String),
+    Failed(String),
+}
+
+/// The targets of a campaign in activation order: `custom.order` first, then images, files,
+/// manifests, then by name.
+pub fn of_campaign(config: &Config, campaign: &Value) -> Result<Vec<Target>, UpdateError> {
+    let name = api::meta::name_of(campaign);
+    let staged = config.campaign_dir(name).join("staged");
+    let mut targets = Vec::new();
+    for spec in campaign["spec"]["targets"].as_array().into_iter().flatten() {
+        let target_name = spec["name"].as_str().unwrap_or("").to_string();
+        let kind = spec["kind"]
+            .as_str()
+            .and_then(Kind::parse)
+            .ok_or_else(|| UpdateError::Target(format!("target {target_name}: unknown kind {}", spec["kind"])))?;
+        targets.push(Target {
+            staged: staged.join(&target_name),
+            name: target_name,
+            kind,
+            sha256: spec["sha256"].as_str().unwrap_or("").to_string(),
+            length: spec["length"].as_u64().unwrap_or(0),
+            custom: spec["custom"].clone(),
+        });
+    }
+    targets.sort_by_key(|t| (t.custom["order"].as_i64().unwrap_or(0), t.kind, t.name.clone()));
+    Ok(targets)
+}
+
+// ---------------------------------------------------------------------------------------------
+// manifests
+
+/// The objects of a manifest target, in apply order (namespaces and definitions first).
+fn objects(target: &Target) -> Result<Vec<Value>, UpdateError> {
+    let text = std::fs::read_to_string(&target.staged).map_err(io_error(&target.staged))?;
+    let mut objects =
+        client::parse_manifests(&text).map_err(|e| UpdateError::Target(format!("target {}: {e}", target.name)))?;
+    let rank = |obj: &Value| match obj["kind"].as_str().unwrap_or("") {
+        "Namespace" => 0,
+        "CustomResourceDefinition" => 1,
+        "ServiceAccount" | "ConfigMap" | "Secret" | "RuntimeClass" => 2,
+        "Service" => 3,
+        _ => 4,
+    };
+    objects.sort_by_key(rank);
+    Ok(objects)
+}
+
+/// The API path of a manifest object (namespaced objects default to `default`).
+async fn object_path(client: &Client, obj: &Value) -> Result<String, ClientError> {
+    let api_version = obj["apiVersion"].as_str().unwrap_or("");
+    let kind = obj["kind"].as_str().unwrap_or("");
+    let namespace = obj["metadata"]["namespace"].as_str().unwrap_or("default");
+    let collection = client.collection_path(api_version, kind, Some(namespace)).await?;
+    Ok(format!("{collection}/{}", api::meta::name_of(obj)))
+}
+
+async fn get_optional(client: &Client, path: &str) -> Result<Option<Value>, ClientError> {
+    match client.get(path).await {
+        Ok(obj) => Ok(Some(obj)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// images
+
+fn images_of(target: &Target) -> Result<images::import::Source, UpdateError> {
+    images::import::read(&target.staged, target.custom["reference"].as_str())
+        .map_err(|e| UpdateError::Target(format!("target {}: {e}", target.name)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// files
+
+fn install_path(config: &Config, target: &Target) -> Result<PathBuf, UpdateError> {
+    let relative = target.custom["path"].as_str().unwrap_or(&target.name);
+    let path = Path::new(relative);
+    if relative.is_empty() || path.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+        return Err(UpdateError::Target(format!(
+            "target {}: install path {relative:?} leaves the files directory",
+            target.name
+        )));
+    }
+    Ok(config.files_dir.join(path))
+}
+
+fn previous_file(config: &Config, campaign: &str, target: &Target) -> PathBuf {
+    config.campaign_dir(campaign).join("previous-files").join(&target.name)
+}
+
+/// Copies `from` to `to` atomically (temp file, fsync, rename).
+fn install_file(from: &Path, to: &Path) -> Result<(), UpdateError> {
+    let parent = to.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(io_error(parent))?;
+    let tmp = to.with_extension("axle-tmp");
+    std::fs::copy(from, &tmp).map_err(io_error(&tmp))?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io_error(&tmp))?;
+    std::fs::rename(&tmp, to).map_err(io_error(to))?;
+    super::sync_dir(parent)
+}
+
+fn sha256_of(path: &Path) -> Option<String> {
+    use sha2::Digest as _;
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut file, &mut hasher).ok()?;
+    Some(format!("{:x}", hasher.finalize()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// the five steps
+
+/// Makes a target's content ready without changing what runs: images into the registry by
+/// digest; manifests checked by a server-side dry run.
+pub async fn stage(client: &Client, target: &Target) -> Result<(), UpdateError> {
+    match target.kind {
+        Kind::Image => {
+            let source = images_of(target)?;
+            for image in &source.images {
+                client.push_image_content(image).await?;
+            }
+        }
+        Kind::Manifest => {
+            for obj in objects(target)? {
+                let path =
+                    format!("{}?dryRun=All&fieldManager={FIELD_MANAGER}&force=true", object_path(client, &obj).await?);
+                let dry_run = client
+                    .request(
+                        hyper::Method::PATCH,
+                        &path,
+                        "application/apply-patch+yaml",
+                        Some(obj.to_string().into_bytes()),
+                    )
+                    .await;
+                match dry_run {
+                    // A namespace the bundle itself brings does not exist yet.
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => {
+                        return Err(UpdateError::Target(format!(
+                            "{} {}: {e}",
+                            obj["kind"].as_str().unwrap_or(""),
+                            api::meta::name_of(&obj)
+                        )))
+                    }
+                    Ok(_) => {}
+                }
+            }
+        }
+        Kind::File => {}
+    }
+    Ok(())
+}
+
+/// The state a campaign returns to on rollback, for all its targets (written before the first
+/// activation; file contents are copied aside).
+pub async fn remember(
+    client: &Client,
+    config: &Config,
+    campaign: &str,
+    targets: &[Target],
+) -> Result<Value, UpdateError> {
+    let mut previous = Vec::new();
+    for target in targets {
+        match target.kind {
+            Kind::Manifest => {
+                for obj in objects(target)? {
+                    let path = object_path(client, &obj).await?;
+                    let before = get_optional(client, &path).await?;
+                    previous.push(json!({"target": target.name, "kind": "manifest", "path": path, "object": obj, "previous": before}));
+                }
+            }
+            Kind::Image => {
+                for image in &images_of(target)?.images {
+                    let repository = &image.reference.repository;
+                    let tag = image.reference.tag.clone().unwrap_or_else(|| "latest".into());
+                    let before = match client.fetch_manifest(repository, &tag).await {
+                        Ok(m) => json!({"manifest": String::from_utf8_lossy(&m.bytes), "mediaType": m.media_type}),
+                        Err(e) if e.is_not_found() => Value::Null,
+                        Err(e) => return Err(e.into()),
+                    };
+                    previous.push(json!({"target": target.name, "kind": "image", "repository": repository, "tag": tag, "previous": before}));
+                }
+            }
+            Kind::File => {
+                let path = install_path(config, target)?;
+                let existed = path.is_file();
+                if existed {
+                    install_file(&path, &previous_file(config, campaign, target))?;
+                }
+                previous.push(json!({"target": target.name, "kind": "file", "path": path, "existed": existed}));
+            }
+        }
+    }
+    Ok(Value::Array(previous))
+}
+
+/// Puts a target in place.
+pub async fn activate(client: &Client, config: &Config, target: &Target) -> Result<(), UpdateError> {
+    match target.kind {
+        Kind::Image => {
+            for image in &images_of(target)?.images {
+                let manifest =
+                    images::Manifest::parse(&image.manifest).map_err(|e| UpdateError::Target(e.to_string()))?;
+                let tag = image.reference.tag.as_deref().unwrap_or("latest");
+                client.push_manifest(&image.reference.repository, tag, &image.manifest, &manifest.media_type).await?;
+            }
+        }
+        Kind::File => install_file(&target.staged, &install_path(config, target)?)?,
+        Kind::Manifest => {
+            for obj in objects(target)? {
+                client.apply(&obj, FIELD_MANAGER).await.map_err(|e| {
+                    UpdateError::Target(format!(
+                        "{} {}: {e}",
+                        obj["kind"].as_str().unwrap_or(""),
+                        api::meta::name_of(&obj)
+                    ))
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether an activated target does its job.
+pub async fn health(client: &Client, config: &Config, target: &Target) -> Result<Health, UpdateError> {
+    match target.kind {
+        Kind::Image => {
+            for image in &images_of(target)?.images {
+                let tag = image.reference.tag.as_deref().unwrap_or("latest");
+                let digest =
+                    images::Manifest::parse(&image.manifest).map_err(|e| UpdateError::Target(e.to_string()))?.digest;
+                let found = client.fetch_manifest(&image.reference.repository, tag).await?;
+                if found.digest.as_deref() != Some(digest.as_str()) {
+                    return Ok(Health::Failed(format!("{} does not resolve to {digest}", image.reference)));
+                }
+            }
+            Ok(Health::Healthy)
+        }
+        Kind::File => {
+            let path = install_path(config, target)?;
+            Ok(match sha256_of(&path) {
+                Some(sha) if sha == target.sha256 => Health::Healthy,
+                _ => Health::Failed(format!("{} does not hold the installed content", path.display())),
+            })
+        }
+        Kind::Manifest => {
+            let mut waiting = Vec::new();
+            for obj in objects(target)? {
+                let Some(live) = get_optional(client, &object_path(client, &obj).await?).await? else {
+                    return Ok(Health::Failed(format!(
+                        "{} {} is gone",
+                        obj["kind"].as_str().unwrap_or(""),
+                        api::meta::name_of(&obj)
+                    )));
+                };
+                match super::campaign::object_health(client, &live).await? {
+                    Health::Healthy => {}
+                    Health::Waiting(why) => waiting.push(why),
+                    failed => return Ok(failed),
+                }
+            }
+            Ok(if waiting.is_empty() { Health::Healthy } else { Health::Waiting(waiting.join("; ")) })
+        }
+    }
+}
+
+/// Returns everything `remember` recorded to its previous state (in reverse order).
+pub async fn restore(client: &Client, config: &Config, campaign: &str, previous: &Value) -> Result<(), UpdateError> {
+    for entry in previous.as_array().into_iter().flatten().rev() {
+        match entry["kind"].as_str() {
+            Some("manifest") => restore_object(client, entry).await?,
+            Some("image") => {
+                if let Some(manifest) = entry["previous"]["manifest"].as_str() {
+                    let (repository, tag) =
+                        (entry["repository"].as_str().unwrap_or(""), entry["tag"].as_str().unwrap_or(""));
+                    let media_type = entry["previous"]["mediaType"].as_str().unwrap_or("");
+                    client.push_manifest(repository, tag, manifest.as_bytes(), media_type).await?;
+                }
+                // A tag that did not exist before stays: nothing restored refers to it.
+            }
+            Some("file") => {
+                let path = PathBuf::from(entry["path"].as_str().unwrap_or(""));
+                let target_name = entry["target"].as_str().unwrap_or("");
+                let saved = config.campaign_dir(campaign).join("previous-files").join(target_name);
+                if entry["existed"] == true {
+                    install_file(&saved, &path)?;
+                } else if path.exists() {
+                    std::fs::remove_file(&path).map_err(io_error(&path))?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Puts one object back as it was (or deletes it, if the campaign created it).
+async fn restore_object(client: &Client, entry: &Value) -> Result<(), UpdateError> {
+    let path = entry["path"].as_str().unwrap_or("");
+    let Some(before) = entry["previous"].as_object().map(|_| entry["previous"].clone()) else {
+        return match client.delete(path).await {
+            Err(e) if !e.is_not_found() => Err(e.into()),
+            _ => Ok(()),
+        };
+    };
+    let mut restored = before;
+    if let Some(meta) = restored["metadata"].as_object_mut() {
+        for field in ["managedFields", "generation", "creationTimestamp", "deletionTimestamp"] {
+            meta.remove(field);
+        }
+    }
+    if let Some(obj) = restored.as_object_mut() {
+        obj.remove("status");
+    }
+    match get_optional(client, path).await? {
+        Some(current) => {
+            restored["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+            restored["metadata"]["uid"] = current["metadata"]["uid"].clone();
+            client.put(path, &restored).await?;
+        }
+        None => {
+            if let Some(meta) = restored["metadata"].as_object_mut() {
+                meta.remove("resourceVersion");
+                meta.remove("uid");
+            }
+            let collection = path.rsplit_once('/').map(|(c, _)| c).unwrap_or(path);
+            client.post(collection, &restored).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Records a committed target as installed: its content becomes the base of the next delta.
+pub fn commit(config: &Config, target: &Target) -> Result<(), UpdateError> {
+    let installed = config.installed_dir().join(&target.name);
+    if target.staged.is_file() {
+        install_file(&target.staged, &installed)?;
+    }
+    Ok(())
+}
+
+/// What the car has installed through bundles: the monotonic version, the latest trusted time
+/// and every committed target.
+pub fn read_installed(config: &Config) -> Value {
+    let path = config.updates_dir().join("installed.json");
+    std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_else(|| json!({"version": 0, "targets": {}}))
+}
+
+pub fn write_installed(config: &Config, installed: &Value) -> Result<(), UpdateError> {
+    let bytes = serde_json::to_vec_pretty(installed).unwrap_or_default();
+    write_durably(&config.updates_dir().join("installed.json"), &bytes)
+}
