@@ -1,6 +1,7 @@
 //! The `axle` binary: parses arguments and starts the component asked for. All logic lives in
 //! the library crates; this file only wires them to the command line.
 
+mod bundle;
 mod image;
 mod up;
 
@@ -38,6 +39,18 @@ enum Command {
     EcuFlash(EcuFlashArgs),
     /// Run the ECU gateway: one Node per ECU, firmware Pods flashed over DoIP/UDS.
     EcuGateway(EcuGatewayArgs),
+    /// Offline update bundles: keys, trust root, create, sign, verify, inspect, apply.
+    #[command(subcommand)]
+    Bundle(bundle::BundleCommand),
+    /// What the car has installed and runs: bundle targets, images per node, ECU firmware.
+    Inventory {
+        /// `json` for one document.
+        #[arg(short, long)]
+        output: Option<String>,
+        /// The kubeconfig to use. [default: $KUBECONFIG]
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -346,6 +359,11 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
         }),
         Command::EcuFlash(args) => single_threaded()?.block_on(ecu_flash(args)),
         Command::EcuGateway(args) => single_threaded()?.block_on(ecu_gateway(args)),
+        Command::Bundle(command) => single_threaded()?.block_on(bundle::run(command)),
+        Command::Inventory { output, kubeconfig } => single_threaded()?.block_on(async move {
+            let client = client::Client::new(client::Config::from_kubeconfig(&kubeconfig_path(kubeconfig)?)?);
+            bundle::inventory(&client, output.as_deref()).await
+        }),
         Command::Image(ImageCommand::List { kubeconfig }) => single_threaded()?.block_on(async move {
             let client = client::Client::new(client::Config::from_kubeconfig(&kubeconfig_path(kubeconfig)?)?);
             image::list(&client).await
@@ -359,7 +377,7 @@ fn single_threaded() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")
 }
 
-fn kubeconfig_path(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+pub(crate) fn kubeconfig_path(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     flag.or_else(|| std::env::var_os("KUBECONFIG").map(PathBuf::from))
         .context("no kubeconfig: pass --kubeconfig or set KUBECONFIG (axle server writes DATA_DIR/admin.kubeconfig)")
 }

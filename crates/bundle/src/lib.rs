@@ -64,6 +64,8 @@ pub struct CreateOptions<'a> {
     /// How long the car waits for the installed targets to become healthy before it rolls
     /// the campaign back.
     pub health_timeout_seconds: Option<u64>,
+    /// Called before each target is encoded: (index, count, name).
+    pub progress: &'a dyn Fn(usize, usize, &str),
 }
 
 /// What went into a bundle, per target: (name, length, payload codec, payload length).
@@ -166,7 +168,10 @@ fn create_in(source: &Path, out: &Path, options: &CreateOptions<'_>, work: &Path
     let mut payloads = serde_json::Map::new();
     let mut files: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut report = Vec::new();
-    for (index, (name, path)) in sources(source)?.into_iter().enumerate() {
+    let sources = sources(source)?;
+    let count = sources.len();
+    for (index, (name, path)) in sources.into_iter().enumerate() {
+        (options.progress)(index, count, &name);
         let (sha256, length) = hash_file(&path)?;
         let mut custom =
             trust::read_json(&PathBuf::from(format!("{}.meta.json", path.display()))).unwrap_or_else(|_| json!({}));
@@ -464,6 +469,14 @@ fn stage(
     Ok(staged)
 }
 
+/// Decodes a bundle's targets into `out` without checking signatures (the builder reading its
+/// own older bundle as a delta base); every target is still checked against its hash.
+pub fn extract(bundle: &Path, base: Option<&Path>, out: &Path) -> Result<Vec<Staged>, BundleError> {
+    let metadata = read_metadata(bundle)?;
+    std::fs::create_dir_all(out).map_err(BundleError::io(out))?;
+    stage(bundle, &metadata["targets"]["signed"], &metadata["bundle"]["signed"], base, out)
+}
+
 /// A target name as a path inside the staging directory (no `..`, no absolute paths).
 fn safe_join(root: &Path, name: &str) -> Result<PathBuf, BundleError> {
     let path = Path::new(name);
@@ -564,6 +577,7 @@ mod tests {
                 targets_keys: keys.clone(),
                 bundle_keys: keys,
                 health_timeout_seconds: None,
+                progress: &|_, _, _| {},
             };
             create(&self.dir.path().join(source), &out, &options).expect("created");
             out
@@ -575,7 +589,7 @@ mod tests {
             root: &Root,
             installed: u64,
             base: Option<&str>,
-        ) -> Result<Vec<Staged>, BundleError> {
+        ) -> Result<Verified, BundleError> {
             let staging = self.dir.path().join("staging");
             let installed = Installed { version: installed, latest_time: None };
             verify_and_stage(bundle, root, &installed, base.map(|b| self.dir.path().join(b)).as_deref(), &staging)
