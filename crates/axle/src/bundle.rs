@@ -322,8 +322,9 @@ const BUNDLES: &str = "/apis/axle.dev/v1alpha1/bundles";
 const CAMPAIGNS: &str = "/apis/axle.dev/v1alpha1/campaigns";
 
 async fn apply(client: &Client, path: &Path, no_wait: bool, timeout: Duration) -> anyhow::Result<()> {
-    let metadata = bundle::read_metadata(path).with_context(|| format!("{} is not a bundle", path.display()))?;
-    let version = metadata["bundle"]["signed"]["version"].as_u64().unwrap_or(0);
+    // The car decides what it accepts: an unreadable bundle is still delivered (and refused
+    // there, with an Event), only its name lacks the version.
+    let version = bundle::read_metadata(path).ok().and_then(|m| m["bundle"]["signed"]["version"].as_u64());
     let length = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?.len();
     let digest = {
         use sha2::Digest as _;
@@ -332,14 +333,11 @@ async fn apply(client: &Client, path: &Path, no_wait: bool, timeout: Duration) -
         std::io::copy(&mut file, &mut hasher)?;
         format!("{:x}", hasher.finalize())
     };
-    let name = format!("v{version}-{}", &digest[..12]);
-    let bundle = json!({"apiVersion": "axle.dev/v1alpha1", "kind": "Bundle", "metadata": {"name": name},
-                        "spec": {"length": length, "source": "upload"}});
-    match client.post(BUNDLES, &bundle).await {
-        Ok(_) => {}
-        Err(e) if e.code() == Some(409) => {}
-        Err(e) => return Err(e).context("cannot create the Bundle"),
-    }
+    let stem = match version {
+        Some(version) => format!("v{version}-{}", &digest[..12]),
+        None => format!("bundle-{}", &digest[..12]),
+    };
+    let name = delivery_name(client, &stem, length).await?;
     upload(client, path, &name, length).await?;
     let verified = wait_for(client, &format!("{BUNDLES}/{name}"), Duration::from_secs(600), |b| {
         matches!(b["status"]["phase"].as_str(), Some("Verified" | "Rejected"))
@@ -353,6 +351,7 @@ async fn apply(client: &Client, path: &Path, no_wait: bool, timeout: Duration) -
         );
     }
     let campaign = verified["status"]["campaign"].as_str().unwrap_or(&name).to_string();
+    let version = verified["status"]["version"].as_u64().unwrap_or(0);
     println!("bundle {name} verified: campaign {campaign} (version {version})");
     if no_wait {
         return Ok(());
@@ -383,6 +382,28 @@ async fn apply(client: &Client, path: &Path, no_wait: bool, timeout: Duration) -
     }
     println!("campaign {campaign} committed: version {version} installed");
     Ok(())
+}
+
+/// The Bundle this delivery uploads to: an unfinished upload of the same bytes is resumed;
+/// otherwise a new Bundle, so that the car judges every delivery (a replay is refused there).
+async fn delivery_name(client: &Client, stem: &str, length: u64) -> anyhow::Result<String> {
+    let mut attempt = 1;
+    loop {
+        let name = if attempt == 1 { stem.to_string() } else { format!("{stem}-{attempt}") };
+        attempt += 1;
+        let bundle = json!({"apiVersion": "axle.dev/v1alpha1", "kind": "Bundle", "metadata": {"name": name},
+                            "spec": {"length": length, "source": "upload"}});
+        match client.post(BUNDLES, &bundle).await {
+            Ok(_) => return Ok(name),
+            Err(e) if e.code() == Some(409) => {
+                let existing = client.get(&format!("{BUNDLES}/{name}")).await?;
+                if existing["status"]["phase"].as_str().unwrap_or("Uploading") == "Uploading" {
+                    return Ok(name);
+                }
+            }
+            Err(e) => return Err(e).context("cannot create the Bundle"),
+        }
+    }
 }
 
 /// Sends the bundle's bytes from wherever the car's copy ends (a broken upload resumes).

@@ -199,6 +199,13 @@ impl Server {
         std::mem::replace(&mut self.dir, dir)
     }
 
+    /// SIGKILLs the server and starts it again on its data directory, at its address.
+    pub fn crash_and_restart(&mut self) {
+        self.kill9();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        *self = Server::start_in(dir);
+    }
+
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         self.child.wait().expect("server exits")
