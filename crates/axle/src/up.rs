@@ -84,12 +84,21 @@ pub async fn run(data_dir: PathBuf, listen: std::net::SocketAddr) -> anyhow::Res
     let kubeconfig = server_dir.join("admin.kubeconfig");
     let _ = std::fs::remove_file(&kubeconfig);
     let mut processes = Processes(Vec::new());
-    let server = spawn(
-        &me,
-        &data_dir,
+    let (update_key, root) = development_trust(&data_dir)?;
+    let medium = data_dir.join("usb");
+    std::fs::create_dir_all(&medium).with_context(|| format!("cannot create {}", medium.display()))?;
+    let server_args = [
         "server",
-        &["server", "--listen", &listen.to_string(), "--data-dir", &path_str(&server_dir)],
-    )?;
+        "--listen",
+        &listen.to_string(),
+        "--data-dir",
+        &path_str(&server_dir),
+        "--trust-root",
+        &path_str(&root),
+        "--bundle-dir",
+        &path_str(&medium),
+    ];
+    let server = spawn(&me, &data_dir, "server", &server_args)?;
     processes.0.push(("server".into(), server));
     wait_for_file(&kubeconfig, &mut processes).await?;
 
@@ -161,6 +170,7 @@ pub async fn run(data_dir: PathBuf, listen: std::net::SocketAddr) -> anyhow::Res
             client.apply(&manifest, "axle-up").await.with_context(|| format!("cannot apply examples/{file}"))?;
         }
     }
+    let update = write_update_source(&data_dir)?;
     println!("Axle is up: the car's API server runs at {server_url}.");
     println!();
     println!("  export KUBECONFIG={}", kubeconfig.display());
@@ -172,9 +182,51 @@ pub async fn run(data_dir: PathBuf, listen: std::net::SocketAddr) -> anyhow::Res
     println!("  kubectl apply -f {}   # flash brake-ecu over DoIP/UDS", firmware_pod.display());
     println!("  kubectl get pod -n car brake-firmware -w");
     println!("  kubectl explain deployment.spec");
+    println!("  axle bundle create {} -o /tmp/nav-2.axb --version 2 --key {}", update.display(), update_key.display());
+    println!(
+        "  axle bundle apply /tmp/nav-2.axb --kubeconfig {}   # or copy it to {}",
+        kubeconfig.display(),
+        medium.display()
+    );
+    println!("  kubectl get campaigns; axle inventory");
     println!();
     println!("Logs: {}/*.log. Press Ctrl-C to stop.", data_dir.display());
     wait_for_exit(&mut processes).await
+}
+
+/// A development signing key and the trust root the simulated car pins (a real car pins the
+/// root of its maker's offline keys). Made once, kept in `DATA_DIR/update-keys`.
+fn development_trust(data_dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    use bundle::trust::{KeyPair, Root, ROLES};
+    let dir = data_dir.join("update-keys");
+    let (key_path, root_path) = (dir.join("dev.key"), dir.join("root.json"));
+    if key_path.is_file() && root_path.is_file() {
+        return Ok((key_path, root_path));
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let _ = std::fs::remove_file(&key_path);
+    let _ = std::fs::remove_file(dir.join("dev.pub"));
+    let key = KeyPair::generate()?;
+    key.save(&dir.join("dev"))?;
+    let roles: Vec<(&str, Vec<bundle::trust::PublicKey>, usize)> =
+        ROLES.iter().map(|r| (*r, vec![key.public()], 1)).collect();
+    let root = bundle::trust::sign(Root::metadata(1, "2099-12-31T00:00:00Z", &roles), &[&key]);
+    std::fs::write(&root_path, serde_json::to_vec_pretty(&root)?)
+        .with_context(|| format!("cannot write {}", root_path.display()))?;
+    Ok((key_path, root_path))
+}
+
+/// The source of a sample update: nav version 2 and a map file, for `axle bundle create`.
+fn write_update_source(data_dir: &Path) -> anyhow::Result<PathBuf> {
+    let source = data_dir.join("update-nav-2");
+    let maps = source.join("maps");
+    std::fs::create_dir_all(&maps).with_context(|| format!("cannot create {}", maps.display()))?;
+    let nav = EXAMPLES.iter().find(|(file, _)| *file == "30-nav.yaml").map(|(_, text)| *text).unwrap_or("");
+    std::fs::write(source.join("30-nav.yaml"), nav.replace("nav up,", "nav 2 up,"))?;
+    let map: Vec<u8> = (0..512 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    std::fs::write(maps.join("europe.map"), map)?;
+    std::fs::write(maps.join("europe.map.meta.json"), r#"{"version": "2026.11"}"#)?;
+    Ok(source)
 }
 
 fn path_str(p: &Path) -> String {

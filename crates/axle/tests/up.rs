@@ -1,5 +1,5 @@
-//! `axle up`, the main job: the simulated car starts, serves the sample workloads, and stops
-//! cleanly on Ctrl-C.
+//! `axle up`, the main job: the simulated car starts, serves the sample workloads, takes the
+//! sample update from its simulated USB stick, and stops cleanly on Ctrl-C.
 
 mod support;
 
@@ -101,6 +101,29 @@ fn up_starts_the_car_with_sample_workloads_and_stops_on_ctrl_c() {
             .output()
             .ok()?;
         (String::from_utf8_lossy(&out.stdout) == "Running").then_some(())
+    });
+    // The sample update, as the banner shows it: built, signed with the development key,
+    // delivered on the simulated USB stick, committed.
+    let bundle = dir.path().join("nav-2.axb");
+    let created = Command::new(axle_bin())
+        .args(["bundle", "create"])
+        .arg(dir.path().join("update-nav-2"))
+        .arg("-o")
+        .arg(&bundle)
+        .args(["--version", "2", "--key"])
+        .arg(dir.path().join("update-keys/dev.key"))
+        .output()
+        .expect("axle bundle create");
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    std::fs::copy(&bundle, dir.path().join("usb/nav-2.axb")).expect("copy to the medium");
+    wait_for("the update campaign to commit", Duration::from_secs(120), || {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["get", "campaigns", "-o", "jsonpath={.items[*].status.phase}"])
+            .output()
+            .ok()?;
+        (String::from_utf8_lossy(&out.stdout) == "Committed").then_some(())
     });
     // Ctrl-C: everything stops, the exit is clean.
     let _ = Command::new("kill").args(["-INT", &up.id().to_string()]).status();
