@@ -114,42 +114,65 @@ fn hash_file(path: &Path) -> Result<(String, u64), BundleError> {
     Ok((format!("{:x}", hasher.finalize()), length))
 }
 
-/// Encodes one target into `out`: full (zstd) or, with a base, a zstd patch when smaller.
+/// The delta codecs a builder tries, smallest wins: bsdiff is best on executables and tars of
+/// them, zstd with the base as reference prefix on firmware-like data (see bundles.md).
+const DELTA_CODECS: &[&str] = &["zstd-patch/1", "bsdiff/1"];
+/// Above this (base + target) bsdiff's suffix array costs too much memory to try.
+const BSDIFF_MAX_INPUT: usize = 512 << 20;
+
+fn delta(codec: &str, old: &[u8], new: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
+    let mut patch = Vec::new();
+    match codec {
+        "zstd-patch/1" => {
+            let mut encoder = zstd::stream::write::Encoder::with_ref_prefix(&mut patch, ZSTD_LEVEL, old)?;
+            let window = ((old.len() + new.len()).max(1 << 20) as f64).log2().ceil() as u32;
+            encoder.window_log(window.clamp(20, 30))?;
+            encoder.long_distance_matching(true)?;
+            encoder.include_checksum(true)?;
+            encoder.write_all(new)?;
+            encoder.finish()?;
+        }
+        "bsdiff/1" if old.len() + new.len() <= BSDIFF_MAX_INPUT => {
+            qbsdiff::Bsdiff::new(old, new)
+                .parallel_scheme(qbsdiff::ParallelScheme::Never)
+                .compression_level(9)
+                .compare(std::io::Cursor::new(&mut patch))?;
+        }
+        _ => return Ok(None),
+    }
+    Ok(Some(patch))
+}
+
+/// Encodes one target into `out`: full (zstd) or, with a base, the smallest delta when it is
+/// smaller than the full encoding.
 fn encode(path: &Path, base: Option<&Path>, out: &Path) -> Result<(String, Option<Value>), BundleError> {
-    let full = |target: &Path| -> Result<u64, BundleError> {
+    let full_length = {
         let input = std::fs::File::open(path).map_err(BundleError::io(path))?;
-        let output = std::fs::File::create(target).map_err(BundleError::io(target))?;
-        let mut encoder = zstd::stream::write::Encoder::new(output, ZSTD_LEVEL).map_err(BundleError::io(target))?;
-        encoder.include_checksum(true).map_err(BundleError::io(target))?;
-        std::io::copy(&mut std::io::BufReader::new(input), &mut encoder).map_err(BundleError::io(target))?;
-        let file = encoder.finish().map_err(BundleError::io(target))?;
-        Ok(file.metadata().map(|m| m.len()).unwrap_or(u64::MAX))
+        let output = std::fs::File::create(out).map_err(BundleError::io(out))?;
+        let mut encoder = zstd::stream::write::Encoder::new(output, ZSTD_LEVEL).map_err(BundleError::io(out))?;
+        encoder.include_checksum(true).map_err(BundleError::io(out))?;
+        std::io::copy(&mut std::io::BufReader::new(input), &mut encoder).map_err(BundleError::io(out))?;
+        let file = encoder.finish().map_err(BundleError::io(out))?;
+        file.metadata().map(|m| m.len()).unwrap_or(u64::MAX)
     };
-    let full_length = full(out)?;
     let Some(base) = base.filter(|b| b.is_file()) else { return Ok(("full/zstd".into(), None)) };
-    // Deltas read the base and the target whole (sizes of firmware and binaries).
+    // Deltas hold the base and the target in memory (sizes of firmware, binaries, layers).
     let old = std::fs::read(base).map_err(BundleError::io(base))?;
     let new = std::fs::read(path).map_err(BundleError::io(path))?;
-    let patch = out.with_extension("patch");
-    {
-        let output = std::fs::File::create(&patch).map_err(BundleError::io(&patch))?;
-        let mut encoder =
-            zstd::stream::write::Encoder::with_ref_prefix(output, ZSTD_LEVEL, &old).map_err(BundleError::io(&patch))?;
-        let window = ((old.len() + new.len()).max(1 << 20) as f64).log2().ceil() as u32;
-        encoder.window_log(window.clamp(20, 30)).map_err(BundleError::io(&patch))?;
-        encoder.long_distance_matching(true).map_err(BundleError::io(&patch))?;
-        encoder.include_checksum(true).map_err(BundleError::io(&patch))?;
-        encoder.write_all(&new).map_err(BundleError::io(&patch))?;
-        encoder.finish().map_err(BundleError::io(&patch))?;
+    let mut best: Option<(&str, Vec<u8>)> = None;
+    for codec in DELTA_CODECS {
+        let Some(patch) = delta(codec, &old, &new).map_err(BundleError::io(path))? else { continue };
+        if best.as_ref().is_none_or(|(_, b)| patch.len() < b.len()) {
+            best = Some((codec, patch));
+        }
     }
-    let patch_length = std::fs::metadata(&patch).map(|m| m.len()).unwrap_or(u64::MAX);
-    if patch_length < full_length {
-        std::fs::rename(&patch, out).map_err(BundleError::io(out))?;
-        let base_ref = json!({"sha256": sha256_hex(&old), "length": old.len()});
-        Ok(("zstd-patch/1".into(), Some(base_ref)))
-    } else {
-        let _ = std::fs::remove_file(&patch);
-        Ok(("full/zstd".into(), None))
+    match best {
+        Some((codec, patch)) if (patch.len() as u64) < full_length => {
+            std::fs::write(out, &patch).map_err(BundleError::io(out))?;
+            let base_ref = json!({"sha256": sha256_hex(&old), "length": old.len()});
+            Ok((codec.to_string(), Some(base_ref)))
+        }
+        _ => Ok(("full/zstd".into(), None)),
     }
 }
 
@@ -489,14 +512,36 @@ fn safe_join(root: &Path, name: &str) -> Result<PathBuf, BundleError> {
     Ok(root.join(path))
 }
 
+/// A writer that refuses to write past `left` bytes (a decoder never outgrows a signed length).
+struct Bounded<W> {
+    inner: W,
+    left: u64,
+}
+
+impl<W: Write> Write for Bounded<W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if bytes.len() as u64 > self.left {
+            return Err(std::io::Error::other("decodes to more than its signed length"));
+        }
+        let written = self.inner.write(bytes)?;
+        self.left -= written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Decodes a payload into `out`, never writing more than `limit` bytes.
 fn decode(raw: &Path, payload: &Value, base: Option<&Path>, out: &Path, limit: u64) -> Result<(), BundleError> {
     let input = std::fs::File::open(raw).map_err(BundleError::io(raw))?;
     let mut output = std::fs::File::create(out).map_err(BundleError::io(out))?;
-    let base_bytes = match (payload["codec"].as_str(), base) {
-        (Some("zstd-patch/1"), Some(base)) => std::fs::read(base).map_err(BundleError::io(base))?,
-        (Some("zstd-patch/1"), None) => return Err(BundleError::Metadata("a delta needs its base".into())),
-        _ => Vec::new(),
+    let is_delta = payload.get("base").is_some();
+    let base_bytes = match (is_delta, base) {
+        (true, Some(base)) => std::fs::read(base).map_err(BundleError::io(base))?,
+        (true, None) => return Err(BundleError::Metadata("a delta needs its base".into())),
+        (false, _) => Vec::new(),
     };
     let copied = match payload["codec"].as_str() {
         Some("full/zstd") => {
@@ -508,6 +553,19 @@ fn decode(raw: &Path, payload: &Value, base: Option<&Path>, out: &Path, limit: u
                 .map_err(BundleError::io(raw))?;
             decoder.window_log_max(31).map_err(BundleError::io(raw))?;
             std::io::copy(&mut decoder.take(limit + 1), &mut output)
+        }
+        Some("bsdiff/1") => {
+            // The patch is small (it is what the bundle carried); the result streams out.
+            let patch = std::fs::read(raw).map_err(BundleError::io(raw))?;
+            let patcher = qbsdiff::Bspatch::new(&patch).map_err(BundleError::io(raw))?;
+            if patcher.hint_target_size() > limit {
+                return Err(BundleError::Target {
+                    name: out.display().to_string(),
+                    why: "decodes to more than its signed length".into(),
+                });
+            }
+            let mut bounded = Bounded { inner: std::io::BufWriter::new(&mut output), left: limit };
+            patcher.apply(&base_bytes, &mut bounded).and_then(|n| bounded.flush().map(|()| n))
         }
         other => return Err(BundleError::Metadata(format!("unknown codec {other:?}"))),
     }
@@ -634,6 +692,35 @@ mod tests {
         assert_eq!(std::fs::read(&firmware_staged.path).expect("read"), firmware);
         assert!(matches!(f.stage(&v2, &root, 1, Some("v2")), Err(BundleError::WrongBase { .. })));
         assert!(matches!(f.stage(&v2, &root, 1, None), Err(BundleError::WrongBase { .. })));
+    }
+
+    #[test]
+    fn the_smallest_delta_codec_wins_and_round_trips() {
+        let f = Fixture::new();
+        // Code-like data: a table of addresses that all moved by a few bytes (a relinked
+        // binary) plus an insertion — what bsdiff's byte-wise differences are made for.
+        let table = |shift: u32| -> Vec<u8> { (0..200_000u32).flat_map(|i| (i * 7 + shift).to_le_bytes()).collect() };
+        let (old, mut new) = (table(0), table(3));
+        new.splice(400_000..400_000, vec![0x90; 1024]);
+        for (dir, bytes) in [("old", &old), ("new", &new)] {
+            std::fs::create_dir_all(f.dir.path().join(dir)).expect("mkdir");
+            std::fs::write(f.dir.path().join(dir).join("app.bin"), bytes).expect("write");
+        }
+        let root = f.root(1);
+        let out = f.dir.path().join("code.axb");
+        let options = CreateOptions {
+            version: 2,
+            expires: "2099-01-01T00:00:00Z".into(),
+            base: Some(f.dir.path().join("old")),
+            targets_keys: vec![&f.key],
+            bundle_keys: vec![&f.key],
+            health_timeout_seconds: None,
+            progress: &|_, _, _| {},
+        };
+        let created = create(&f.dir.path().join("new"), &out, &options).expect("created");
+        assert_eq!(created.targets[0].2, "bsdiff/1", "{:?}", created.targets);
+        let staged = f.stage(&out, &root, 1, Some("old")).expect("applies").targets;
+        assert_eq!(std::fs::read(&staged[0].path).expect("read"), new);
     }
 
     #[test]
