@@ -12,6 +12,7 @@
 //! decoded into a staging directory; the result of every target is checked against its signed
 //! hash and length before it counts.
 
+pub mod delta;
 pub mod trust;
 
 use serde_json::{json, Value};
@@ -114,35 +115,6 @@ fn hash_file(path: &Path) -> Result<(String, u64), BundleError> {
     Ok((format!("{:x}", hasher.finalize()), length))
 }
 
-/// The delta codecs a builder tries, smallest wins: bsdiff is best on executables and tars of
-/// them, zstd with the base as reference prefix on firmware-like data (see bundles.md).
-const DELTA_CODECS: &[&str] = &["zstd-patch/1", "bsdiff/1"];
-/// Above this (base + target) bsdiff's suffix array costs too much memory to try.
-const BSDIFF_MAX_INPUT: usize = 512 << 20;
-
-fn delta(codec: &str, old: &[u8], new: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
-    let mut patch = Vec::new();
-    match codec {
-        "zstd-patch/1" => {
-            let mut encoder = zstd::stream::write::Encoder::with_ref_prefix(&mut patch, ZSTD_LEVEL, old)?;
-            let window = ((old.len() + new.len()).max(1 << 20) as f64).log2().ceil() as u32;
-            encoder.window_log(window.clamp(20, 30))?;
-            encoder.long_distance_matching(true)?;
-            encoder.include_checksum(true)?;
-            encoder.write_all(new)?;
-            encoder.finish()?;
-        }
-        "bsdiff/1" if old.len() + new.len() <= BSDIFF_MAX_INPUT => {
-            qbsdiff::Bsdiff::new(old, new)
-                .parallel_scheme(qbsdiff::ParallelScheme::Never)
-                .compression_level(9)
-                .compare(std::io::Cursor::new(&mut patch))?;
-        }
-        _ => return Ok(None),
-    }
-    Ok(Some(patch))
-}
-
 /// Encodes one target into `out`: full (zstd) or, with a base, the smallest delta when it is
 /// smaller than the full encoding.
 fn encode(path: &Path, base: Option<&Path>, out: &Path) -> Result<(String, Option<Value>), BundleError> {
@@ -160,8 +132,8 @@ fn encode(path: &Path, base: Option<&Path>, out: &Path) -> Result<(String, Optio
     let old = std::fs::read(base).map_err(BundleError::io(base))?;
     let new = std::fs::read(path).map_err(BundleError::io(path))?;
     let mut best: Option<(&str, Vec<u8>)> = None;
-    for codec in DELTA_CODECS {
-        let Some(patch) = delta(codec, &old, &new).map_err(BundleError::io(path))? else { continue };
+    for codec in delta::CODECS {
+        let Some(patch) = delta::encode(codec, &old, &new).map_err(BundleError::io(path))? else { continue };
         if best.as_ref().is_none_or(|(_, b)| patch.len() < b.len()) {
             best = Some((codec, patch));
         }
@@ -543,29 +515,15 @@ fn decode(raw: &Path, payload: &Value, base: Option<&Path>, out: &Path, limit: u
         (true, None) => return Err(BundleError::Metadata("a delta needs its base".into())),
         (false, _) => Vec::new(),
     };
-    let copied = match payload["codec"].as_str() {
-        Some("full/zstd") => {
+    let codec = payload["codec"].as_str().unwrap_or("");
+    let copied = match codec {
+        "full/zstd" => {
             let decoder = zstd::stream::read::Decoder::new(input).map_err(BundleError::io(raw))?;
             std::io::copy(&mut decoder.take(limit + 1), &mut output)
         }
-        Some("zstd-patch/1") => {
-            let mut decoder = zstd::stream::read::Decoder::with_ref_prefix(std::io::BufReader::new(input), &base_bytes)
-                .map_err(BundleError::io(raw))?;
-            decoder.window_log_max(31).map_err(BundleError::io(raw))?;
-            std::io::copy(&mut decoder.take(limit + 1), &mut output)
-        }
-        Some("bsdiff/1") => {
-            // The patch is small (it is what the bundle carried); the result streams out.
-            let patch = std::fs::read(raw).map_err(BundleError::io(raw))?;
-            let patcher = qbsdiff::Bspatch::new(&patch).map_err(BundleError::io(raw))?;
-            if patcher.hint_target_size() > limit {
-                return Err(BundleError::Target {
-                    name: out.display().to_string(),
-                    why: "decodes to more than its signed length".into(),
-                });
-            }
+        codec if delta::CODECS.contains(&codec) => {
             let mut bounded = Bounded { inner: std::io::BufWriter::new(&mut output), left: limit };
-            patcher.apply(&base_bytes, &mut bounded).and_then(|n| bounded.flush().map(|()| n))
+            delta::decode(codec, &base_bytes, input, &mut bounded).and_then(|n| bounded.flush().map(|()| n))
         }
         other => return Err(BundleError::Metadata(format!("unknown codec {other:?}"))),
     }
