@@ -39,6 +39,7 @@ fn p(path: &Path) -> &str {
 }
 
 /// Runs a command; returns (seconds, peak RSS in KiB) of that one child.
+#[allow(clippy::zombie_processes, reason = "the child is reaped by wait4, which also reports its peak memory")]
 fn measured(program: &Path, args: &[&str]) -> (f64, u64) {
     let started = Instant::now();
     let child = Command::new(program).args(args).stdout(std::process::Stdio::null()).spawn().expect("spawns");
