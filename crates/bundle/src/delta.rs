@@ -5,8 +5,9 @@
 //! - `zstd-patch/1`: a zstd frame compressed with the base as its reference prefix (long
 //!   distance matching, a window covering base and target).
 //! - `bsdiff/1`: bsdiff's control, difference and extra streams (computed by `qbsdiff`), each
-//!   compressed with zstd instead of bzip2 — smaller than bsdiff's own format, and applied here
-//!   by a streaming patcher that holds only the base in memory.
+//!   stored, zstd- or bzip2-compressed, whichever is smallest, the differences optionally
+//!   rewritten as literal adds — smaller than bsdiff's own format on binaries and on firmware,
+//!   and applied here by a streaming patcher that holds only the base in memory.
 //!
 //! Payloads are hashed and checked against signed metadata before they are decoded, and every
 //! decoded target against its signed hash, so a codec never sees unauthenticated input; the
@@ -136,15 +137,26 @@ fn bsdiff(old: &[u8], new: &[u8]) -> std::io::Result<Vec<u8>> {
         classic.get(32 + control_len..32 + control_len + diff_len),
         classic.get(32 + control_len + diff_len..),
     ];
-    let mut patch = BSDIFF_MAGIC.to_vec();
-    put_varint(&mut patch, new.len() as u64);
-    let mut bodies = Vec::new();
+    let mut raws = Vec::new();
     for stream in streams {
         let stream = stream.ok_or_else(|| invalid("a BSDIFF40 stream runs past the patch"))?;
         let mut raw = Vec::new();
         bzip2::read::BzDecoder::new(stream).read_to_end(&mut raw)?;
-        let (packing, body) = pack_stream(&raw)?;
-        patch.push(packing as u8);
+        raws.push(raw);
+    }
+    let mut patch = BSDIFF_MAGIC.to_vec();
+    put_varint(&mut patch, new.len() as u64);
+    let mut bodies = Vec::new();
+    for (index, raw) in raws.iter().enumerate() {
+        let (packing, mut body) = pack_stream(raw)?;
+        let mut tag = packing as u8;
+        if index == 1 {
+            let (literal_packing, literal_body) = pack_stream(&literal_adds(old, &raws[0], raw))?;
+            if literal_body.len() < body.len() {
+                (tag, body) = (literal_packing as u8 | LITERAL_ADDS, literal_body);
+            }
+        }
+        patch.push(tag);
         put_varint(&mut patch, body.len() as u64);
         bodies.push(body);
     }
@@ -152,6 +164,88 @@ fn bsdiff(old: &[u8], new: &[u8]) -> std::io::Result<Vec<u8>> {
         patch.extend(body);
     }
     Ok(patch)
+}
+
+/// Set on the packing of the second stream when it holds literal adds (see [`Adds`]).
+const LITERAL_ADDS: u8 = 0x80;
+
+/// The base byte under position `at` (bsdiff reads outside the base as zero).
+fn base_at(old: &[u8], at: i64) -> u8 {
+    usize::try_from(at).ok().and_then(|i| old.get(i)).copied().unwrap_or(0)
+}
+
+/// bsdiff's `add` bytes rewritten as literals: (bytes equal to the base, then bytes of the
+/// target) pairs as varints, each followed by its target bytes. Where an edit writes new
+/// values over unrelated base bytes (firmware), these compress far better than differences.
+fn literal_adds(old: &[u8], controls: &[u8], diff: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let (mut same, mut run) = (0u64, Vec::new());
+    let (mut old_pos, mut diff_at) = (0i64, 0usize);
+    for control in controls.chunks_exact(24) {
+        let number = |i: usize| offtin(control[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+        let (add, seek) = (number(0), number(2));
+        for i in 0..add.max(0) {
+            let Some(&difference) = diff.get(diff_at) else { break };
+            diff_at += 1;
+            if difference == 0 {
+                if !run.is_empty() {
+                    put_varint(&mut out, same);
+                    put_varint(&mut out, run.len() as u64);
+                    out.append(&mut run);
+                    same = 0;
+                }
+                same += 1;
+            } else {
+                run.push(base_at(old, old_pos + i).wrapping_add(difference));
+            }
+        }
+        old_pos = old_pos.saturating_add(add).saturating_add(seek);
+    }
+    if same > 0 || !run.is_empty() {
+        put_varint(&mut out, same);
+        put_varint(&mut out, run.len() as u64);
+        out.append(&mut run);
+    }
+    out
+}
+
+/// Where the bytes of bsdiff's `add` ranges come from: differences to the base (bsdiff's own
+/// form), or literal adds.
+enum Adds<'a> {
+    Differences(Box<dyn Read + 'a>),
+    Literals { source: std::io::BufReader<Box<dyn Read + 'a>>, same: u64, literal: u64 },
+}
+
+impl Adds<'_> {
+    /// Fills `buffer` with the target's bytes for the base position `old_pos` onwards.
+    fn fill(&mut self, old: &[u8], old_pos: i64, buffer: &mut [u8]) -> std::io::Result<()> {
+        match self {
+            Adds::Differences(diff) => {
+                diff.read_exact(buffer)?;
+                for (i, byte) in buffer.iter_mut().enumerate() {
+                    *byte = byte.wrapping_add(base_at(old, old_pos + i as i64));
+                }
+            }
+            Adds::Literals { source, same, literal } => {
+                for (i, byte) in buffer.iter_mut().enumerate() {
+                    while *same == 0 && *literal == 0 {
+                        *same = get_varint(source)?;
+                        *literal = get_varint(source)?;
+                    }
+                    if *same > 0 {
+                        *byte = base_at(old, old_pos + i as i64);
+                        *same -= 1;
+                    } else {
+                        let mut one = [0u8; 1];
+                        source.read_exact(&mut one)?;
+                        *byte = one[0];
+                        *literal -= 1;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// bsdiff's signed 64-bit integers: magnitude with the sign in the top bit.
@@ -165,9 +259,9 @@ fn offtin(bytes: [u8; 8]) -> i64 {
     }
 }
 
-/// Applies a `bsdiff/1` patch: for each control (add, copy, seek) the next `add` bytes are
-/// the base's plus the difference stream's, the next `copy` come from the extra stream, then
-/// the base position moves by `seek`. Streams in, streams out.
+/// Applies a `bsdiff/1` patch: for each control (add, copy, seek) the next `add` bytes come
+/// from the base and the adds stream, the next `copy` from the extra stream, then the base
+/// position moves by `seek`. Streams in, streams out.
 fn bspatch(old: &[u8], mut patch: impl Read, out: &mut impl Write) -> std::io::Result<u64> {
     let mut magic = [0u8; 4];
     patch.read_exact(&mut magic)?;
@@ -188,13 +282,19 @@ fn bspatch(old: &[u8], mut patch: impl Read, out: &mut impl Write) -> std::io::R
     for (packing, length) in layout {
         let end = usize::try_from(length).ok().and_then(|l| at.checked_add(l)).filter(|&e| e <= bodies.len());
         let end = end.ok_or_else(|| invalid("a stream runs past the patch"))?;
-        streams.push(unpack_stream(packing, &bodies[at..end])?);
+        streams.push((packing & LITERAL_ADDS != 0, unpack_stream(packing & !LITERAL_ADDS, &bodies[at..end])?));
         at = end;
     }
     let mut streams = streams.into_iter();
-    let (Some(mut control_stream), Some(mut diff), Some(mut extra)) = (streams.next(), streams.next(), streams.next())
+    let (Some((_, mut control_stream)), Some((literal, adds)), Some((_, mut extra))) =
+        (streams.next(), streams.next(), streams.next())
     else {
         return Err(invalid("a bsdiff/1 patch has three streams"));
+    };
+    let mut adds = if literal {
+        Adds::Literals { source: std::io::BufReader::new(adds), same: 0, literal: 0 }
+    } else {
+        Adds::Differences(adds)
     };
     let mut controls = Vec::new();
     control_stream.read_to_end(&mut controls)?;
@@ -212,13 +312,7 @@ fn bspatch(old: &[u8], mut patch: impl Read, out: &mut impl Write) -> std::io::R
         let mut left = add as u64;
         while left > 0 {
             let n = left.min(buffer.len() as u64) as usize;
-            diff.read_exact(&mut buffer[..n])?;
-            for (i, byte) in buffer[..n].iter_mut().enumerate() {
-                let at = old_pos + i as i64;
-                if at >= 0 && (at as usize) < old.len() {
-                    *byte = byte.wrapping_add(old[at as usize]);
-                }
-            }
+            adds.fill(old, old_pos, &mut buffer[..n])?;
             out.write_all(&buffer[..n])?;
             old_pos += n as i64;
             left -= n as u64;
@@ -256,6 +350,23 @@ mod tests {
         qbsdiff::Bsdiff::new(&old, &new).compare(std::io::Cursor::new(&mut classic)).expect("bsdiff");
         let ours = encode("bsdiff/1", &old, &new).expect("encodes").expect("some");
         assert!(ours.len() < classic.len(), "ours {} vs BSDIFF40 {}", ours.len(), classic.len());
+        // Firmware-like: random bytes overwritten with new values here and there.
+        let firmware: Vec<u8> =
+            (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 ^ (i >> 11) as u8).collect();
+        let mut edited = firmware.clone();
+        for k in 0..10usize {
+            edited[k * 29_000..k * 29_000 + 16].copy_from_slice(&[k as u8; 16]);
+        }
+        let patch = encode("bsdiff/1", &firmware, &edited).expect("encodes").expect("some");
+        let mut at = BSDIFF_MAGIC.len();
+        get_varint(&mut &patch[at..]).expect("length");
+        at += 3; // 300,000 as a varint
+        at += 1;
+        at += patch[at..].iter().position(|b| b & 0x80 == 0).expect("varint end") + 1;
+        assert!(patch[at] & LITERAL_ADDS != 0, "edits over unrelated bytes travel as literal adds");
+        let mut rebuilt = Vec::new();
+        decode("bsdiff/1", &firmware, &patch[..], &mut rebuilt).expect("decodes");
+        assert!(rebuilt == edited, "literal adds round trip");
         let mut tampered = ours.clone();
         tampered[4] ^= 0x7f;
         assert!(decode("bsdiff/1", &old, &tampered[..], &mut Vec::new()).is_err(), "a wrong target length is refused");
