@@ -12,6 +12,7 @@ mod logs;
 mod machine;
 mod node;
 mod pods;
+mod prestage;
 mod probes;
 mod supervisor;
 

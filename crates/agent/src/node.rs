@@ -51,15 +51,19 @@ impl Agent {
         let log_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         let images = crate::images::ImageCache::open(self.client.clone(), &self.config.data_dir)
             .map_err(|e| AgentError::Config(format!("cannot open the node's content store: {e}")))?;
+        let images = Arc::new(images);
         let pods = crate::pods::PodLoop::new(
             self.client.clone(),
             self.config.node_name.clone(),
             self.config.data_dir.clone(),
             node_ip,
-            Arc::new(images),
+            images.clone(),
         );
         let logs = crate::logs::serve(listener, self.config.data_dir.clone(), shutdown.clone());
-        let (heartbeat, (), ()) = tokio::join!(self.heartbeat(shutdown.clone(), log_port), pods.run(shutdown), logs);
+        let prestage =
+            crate::prestage::run(self.client.clone(), self.config.node_name.clone(), images, shutdown.clone());
+        let (heartbeat, (), (), ()) =
+            tokio::join!(self.heartbeat(shutdown.clone(), log_port), pods.run(shutdown), logs, prestage);
         heartbeat
     }
 

@@ -1,6 +1,6 @@
 //! Offline updates end to end: signed bundles built by `axle bundle create`, delivered by
 //! `axle bundle apply` (the API upload) or a watched directory, to a car of a real server and
-//! agent running runc. Campaigns commit, deltas are small, a crash-looping version rolls back
+//! agent running runc, which pulls the campaign's images while it stages. Campaigns commit, deltas are small, a crash-looping version rolls back
 //! to the exact previous state, an abort rolls back, every attack is refused with nothing
 //! staged, and a server killed at seeded random moments always ends a campaign all-new or
 //! all-old.
@@ -248,6 +248,11 @@ fn bundles_commit_and_a_delta_against_the_last_bundle_is_five_times_smaller() {
     let campaign = &car.campaigns()[0];
     assert_eq!(campaign["status"]["phase"], "Committed");
     assert_eq!(campaign["status"]["progress"], "4/4");
+    // The node pulled the new image by digest while the campaign staged, before any tag moved.
+    let staging = &campaign["status"]["staging"];
+    assert_eq!(staging["nodes"]["hpc-1"], "Staged", "{staging}");
+    let images: Vec<&str> = staging["images"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    assert!(images.len() == 1 && images[0].starts_with("busybox@sha256:"), "{images:?}");
 
     // Version 2 against the bundle the car installed: a delta; the same content in full.
     let v2_source = source(work.path(), 2, false, Some(&layout));

@@ -275,12 +275,17 @@ impl ContentStore {
         });
         let _guard = self.index_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut entries = self.entries()?;
-        entries.retain(|e| match tag {
-            // A tag moves to the new manifest.
-            Some(_) => e["annotations"][REF_NAME] != entry["annotations"][REF_NAME],
-            // The same untagged manifest is recorded once per repository.
-            None => !(e["digest"] == entry["digest"] && e["annotations"][REPOSITORY] == repository),
-        });
+        let same_manifest = |e: &Value| e["digest"] == entry["digest"] && e["annotations"][REPOSITORY] == repository;
+        match tag {
+            // A tag moves to the new manifest, which needs no untagged entry any more.
+            Some(_) => entries.retain(|e| {
+                e["annotations"][REF_NAME] != entry["annotations"][REF_NAME]
+                    && !(same_manifest(e) && e["annotations"][REF_NAME].is_null())
+            }),
+            // A push by digest adds the manifest to the repository once, leaving its tags be.
+            None if entries.iter().any(same_manifest) => return Ok(manifest),
+            None => {}
+        }
         entries.push(entry);
         self.write_entries(entries)?;
         Ok(manifest)
@@ -534,5 +539,20 @@ mod tests {
         age_all_blobs(&store);
         assert_eq!(store.collect_garbage().expect("gc").0, 3);
         assert!(store.repositories().expect("repos").is_empty());
+    }
+
+    #[test]
+    fn a_push_by_digest_leaves_the_tags_of_the_manifest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ContentStore::open(dir.path()).expect("open");
+        let manifest = image_manifest(&store, b"layer");
+        let pushed = store.put_manifest("nav", "1.0", &manifest).expect("tagged");
+        store.put_manifest("nav", "2.0", &manifest).expect("second tag");
+        store.put_manifest("nav", &pushed.digest, &manifest).expect("by digest");
+        assert_eq!(store.tags("nav").expect("tags"), vec!["1.0", "2.0"]);
+        let staged = store.put_manifest("maps", &pushed.digest, &manifest).expect("untagged elsewhere");
+        store.put_manifest("maps", "3.0", &manifest).expect("then tagged");
+        assert_eq!(store.resolve("maps", "3.0").expect("tag").digest, staged.digest);
+        assert_eq!(store.entries().expect("entries").len(), 3, "the untagged entry gave way to the tag");
     }
 }

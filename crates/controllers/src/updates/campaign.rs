@@ -20,6 +20,8 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long ready nodes have to pull a campaign's images before it is rolled back.
+const NODE_STAGING_TIMEOUT: Duration = Duration::from_secs(600);
 /// A container restarted this often in a new revision fails the campaign without waiting
 /// for the health deadline.
 const CRASH_RESTARTS: i64 = 2;
@@ -73,13 +75,38 @@ pub async fn step(client: &Client, config: &Config, campaign: &Value) -> Result<
             .await;
         }
         "Staging" => {
-            for (done, target) in targets.iter().enumerate() {
-                if let Err(e) = targets::stage(client, target).await {
-                    return fail_on(client, campaign, target, "StagingFailed", e).await;
+            if campaign["status"]["staging"]["pushed"] != true {
+                let mut prefetch = targets::Prefetch::default();
+                for (done, target) in targets.iter().enumerate() {
+                    match targets::stage(client, target).await {
+                        Ok(more) => prefetch.merge(more),
+                        Err(e) => return fail_on(client, campaign, target, "StagingFailed", e).await,
+                    }
+                    progress(client, name, done + 1, total).await?;
                 }
-                progress(client, name, done + 1, total).await?;
+                let staging =
+                    json!({"pushed": true, "images": prefetch.into_images(), "startedAt": api::meta::now_rfc3339()});
+                patch_status(client, CAMPAIGNS, name, json!({"staging": staging})).await?;
+                return Ok(Some(Duration::ZERO));
             }
-            enter(client, campaign, "Activating", total, "every target staged").await?;
+            match nodes_staged(client, campaign).await? {
+                NodeStaging::Done => {
+                    enter(client, campaign, "Activating", total, "every target staged, on every node").await?
+                }
+                NodeStaging::Failed(node, why) => {
+                    fail(client, campaign, "", "StagingFailed", &format!("node {node}: {why}")).await?;
+                }
+                NodeStaging::Waiting(nodes) => {
+                    let waited = seconds_since(&campaign["status"]["staging"]["startedAt"]).unwrap_or(0);
+                    if waited >= NODE_STAGING_TIMEOUT.as_secs() {
+                        let message =
+                            format!("{} did not stage within {} s", nodes.join(", "), NODE_STAGING_TIMEOUT.as_secs());
+                        fail(client, campaign, "", "StagingTimeout", &message).await?;
+                    } else {
+                        return Ok(Some(Duration::from_secs(1)));
+                    }
+                }
+            }
         }
         "Activating" => {
             let previous_path = config.campaign_dir(name).join("previous.json");
@@ -139,6 +166,40 @@ pub async fn step(client: &Client, config: &Config, campaign: &Value) -> Result<
         _ => {}
     }
     Ok(Some(Duration::ZERO))
+}
+
+enum NodeStaging {
+    Done,
+    Waiting(Vec<String>),
+    Failed(String, String),
+}
+
+/// Whether every ready node with an agent has the campaign's images (ECU nodes have none;
+/// a node that is not ready pulls what it misses when it comes back).
+async fn nodes_staged(client: &Client, campaign: &Value) -> Result<NodeStaging, UpdateError> {
+    let staging = &campaign["status"]["staging"];
+    if staging["images"].as_array().is_none_or(Vec::is_empty) {
+        return Ok(NodeStaging::Done);
+    }
+    let nodes = client.get("/api/v1/nodes").await?;
+    let mut waiting = Vec::new();
+    for node in nodes["items"].as_array().into_iter().flatten() {
+        let name = api::meta::name_of(node);
+        let ready = node["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        if !ready || node["metadata"]["labels"]["axle.dev/ecu"] == "true" {
+            continue;
+        }
+        match staging["nodes"][name].as_str() {
+            Some("Staged") => {}
+            Some(failure) => return Ok(NodeStaging::Failed(name.to_string(), failure.to_string())),
+            None => waiting.push(name.to_string()),
+        }
+    }
+    Ok(if waiting.is_empty() { NodeStaging::Done } else { NodeStaging::Waiting(waiting) })
 }
 
 fn remove_work(config: &Config, name: &str) {

@@ -170,13 +170,18 @@ fn sha256_of(path: &Path) -> Option<String> {
 // the five steps
 
 /// Makes a target's content ready without changing what runs: images into the registry by
-/// digest; manifests checked by a server-side dry run.
-pub async fn stage(client: &Client, target: &Target) -> Result<(), UpdateError> {
+/// digest; manifests checked by a server-side dry run. Returns the images the nodes should
+/// pull ahead (an image target by digest — its tag moves on activation — and the images a
+/// manifest's pods name).
+pub async fn stage(client: &Client, target: &Target) -> Result<Prefetch, UpdateError> {
+    let mut prefetch = Prefetch::default();
     match target.kind {
         Kind::Image => {
             let source = images_of(target)?;
             for image in &source.images {
-                client.push_image_content(image).await?;
+                let digest = client.push_image_content(image).await?;
+                prefetch.images.push(format!("{}@{digest}", image.reference.repository));
+                prefetch.brought.push(tag_key(&image.reference));
             }
         }
         Kind::Manifest => {
@@ -203,11 +208,63 @@ pub async fn stage(client: &Client, target: &Target) -> Result<(), UpdateError> 
                     }
                     Ok(_) => {}
                 }
+                prefetch.images.extend(pod_images(&obj));
             }
         }
         Kind::File => {}
     }
-    Ok(())
+    Ok(prefetch)
+}
+
+/// What nodes pull while a campaign stages.
+#[derive(Debug, Default)]
+pub struct Prefetch {
+    pub images: Vec<String>,
+    /// `repository:tag` of the images the bundle brings: their tags still name the old image
+    /// until activation, so pods' references to them are pulled by digest instead.
+    pub brought: Vec<String>,
+}
+
+impl Prefetch {
+    pub fn merge(&mut self, other: Prefetch) {
+        self.images.extend(other.images);
+        self.brought.extend(other.brought);
+    }
+
+    /// The images to pull, without the tags the bundle moves.
+    pub fn into_images(self) -> Vec<String> {
+        let brought = self.brought;
+        let mut images: Vec<String> = self
+            .images
+            .into_iter()
+            .filter(|image| {
+                images::Reference::parse(image)
+                    .map(|r| r.digest.is_some() || !brought.contains(&tag_key(&r)))
+                    .unwrap_or(false)
+            })
+            .collect();
+        images.sort();
+        images.dedup();
+        images
+    }
+}
+
+fn tag_key(reference: &images::Reference) -> String {
+    format!("{}:{}", reference.repository, reference.tag.as_deref().unwrap_or("latest"))
+}
+
+/// The container images a Pod or a workload's pod template names.
+fn pod_images(obj: &Value) -> Vec<String> {
+    let spec = if obj["kind"] == "Pod" { &obj["spec"] } else { &obj["spec"]["template"]["spec"] };
+    // ECU firmware is pulled by the ECU gateway when it flashes, not by agents.
+    if spec["runtimeClassName"] == "ecu" {
+        return Vec::new();
+    }
+    ["initContainers", "containers"]
+        .iter()
+        .flat_map(|list| spec[*list].as_array().into_iter().flatten())
+        .filter_map(|c| c["image"].as_str().map(String::from))
+        .collect()
 }
 
 /// The state a campaign returns to on rollback, for all its targets (written before the first
