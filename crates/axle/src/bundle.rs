@@ -121,6 +121,10 @@ pub struct CreateArgs {
     /// last. Targets become deltas against it where that is smaller.
     #[arg(long)]
     base: Option<PathBuf>,
+    /// The car's inventory (`axle inventory -o json`): only base files the car has, by
+    /// sha256, become delta bases; other targets ship in full.
+    #[arg(long, requires = "base")]
+    inventory: Option<PathBuf>,
     /// Seconds the car waits for the new version to become healthy before rolling back.
     #[arg(long)]
     health_timeout: Option<u64>,
@@ -252,6 +256,15 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
         }
         other => other.clone(),
     };
+    let filtered = std::env::temp_dir().join(format!("axle-inventory-base-{}", std::process::id()));
+    let base = match (&args.inventory, base) {
+        (Some(inventory), Some(base)) => {
+            let kept = bases_the_car_has(inventory, &base, &filtered)?;
+            eprintln!("{kept} base file(s) match the car's inventory");
+            Some(filtered.clone())
+        }
+        (_, base) => base,
+    };
     let terminal = std::io::stderr().is_terminal();
     let progress = move |index: usize, count: usize, name: &str| {
         if terminal {
@@ -269,6 +282,7 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
     };
     let created = bundle::create(&args.source, &args.output, &options);
     let _ = std::fs::remove_dir_all(&extracted);
+    let _ = std::fs::remove_dir_all(&filtered);
     if terminal {
         eprint!("\r\x1b[2K");
     }
@@ -284,6 +298,29 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
         human_bytes(created.bytes)
     );
     Ok(())
+}
+
+/// Links into `out` the files of `base` whose sha256 the car's inventory lists under the same
+/// target name; returns how many.
+fn bases_the_car_has(inventory: &Path, base: &Path, out: &Path) -> anyhow::Result<usize> {
+    let text = std::fs::read_to_string(inventory).with_context(|| format!("cannot read {}", inventory.display()))?;
+    let inventory: Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", inventory.display()))?;
+    let mut kept = 0;
+    for target in inventory["targets"].as_array().into_iter().flatten() {
+        let (Some(name), Some(sha256)) = (target["name"].as_str(), target["sha256"].as_str()) else { continue };
+        let candidate = base.join(name);
+        let Ok((digest, _)) = bundle::sha256_file(&candidate) else { continue };
+        if digest == sha256 && !name.split('/').any(|part| part == ".." || part.is_empty()) {
+            let link = out.join(name);
+            if let Some(parent) = link.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::copy(&candidate, &link).with_context(|| format!("cannot copy {}", candidate.display()))?;
+            kept += 1;
+        }
+    }
+    Ok(kept)
 }
 
 fn inspect(path: &Path, output: Option<&str>) -> anyhow::Result<()> {
@@ -326,13 +363,7 @@ async fn apply(client: &Client, path: &Path, no_wait: bool, timeout: Duration) -
     // there, with an Event), only its name lacks the version.
     let version = bundle::read_metadata(path).ok().and_then(|m| m["bundle"]["signed"]["version"].as_u64());
     let length = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?.len();
-    let digest = {
-        use sha2::Digest as _;
-        let mut file = std::fs::File::open(path)?;
-        let mut hasher = sha2::Sha256::new();
-        std::io::copy(&mut file, &mut hasher)?;
-        format!("{:x}", hasher.finalize())
-    };
+    let (digest, _) = bundle::sha256_file(path)?;
     let stem = match version {
         Some(version) => format!("v{version}-{}", &digest[..12]),
         None => format!("bundle-{}", &digest[..12]),

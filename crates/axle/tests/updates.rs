@@ -261,6 +261,20 @@ fn bundles_commit_and_a_delta_against_the_last_bundle_is_five_times_smaller() {
     let delta_len = signing.create(&v2_source, &delta, 2, &["a"], &["--base", path(&v1)]);
     let full_len = signing.create(&v2_source, &full, 2, &["a"], &[]);
     assert!(delta_len * 5 <= full_len, "delta {delta_len} B is not 5× smaller than the full {full_len} B");
+    // The same against what the car reports it has (its inventory) and the old source files.
+    let inventory = work.path().join("car.json");
+    let exported = axle_ok(&["inventory", "-o", "json", "--kubeconfig", path(&car.server.kubeconfig)]);
+    std::fs::write(&inventory, exported).expect("write");
+    let from_inventory = work.path().join("v2-inventory.axb");
+    let v1_source = work.path().join("src-1");
+    let inventory_len = signing.create(
+        &v2_source,
+        &from_inventory,
+        2,
+        &["a"],
+        &["--base", path(&v1_source), "--inventory", path(&inventory)],
+    );
+    assert!(inventory_len * 5 <= full_len, "delta from the inventory {inventory_len} B vs full {full_len} B");
     let inspected = axle_ok(&["bundle", "inspect", path(&delta)]);
     assert!(inspected.contains("zstd-patch/1"), "{inspected}");
     car.apply_ok(&delta);

@@ -108,7 +108,8 @@ pub fn kind_of(name: &str) -> &'static str {
     }
 }
 
-fn hash_file(path: &Path) -> Result<(String, u64), BundleError> {
+/// The sha256 (hex) and length of a file, streamed.
+pub fn sha256_file(path: &Path) -> Result<(String, u64), BundleError> {
     let mut file = std::fs::File::open(path).map_err(BundleError::io(path))?;
     let mut hasher = sha2::Sha256::new();
     let length = std::io::copy(&mut file, &mut hasher).map_err(BundleError::io(path))?;
@@ -167,7 +168,7 @@ fn create_in(source: &Path, out: &Path, options: &CreateOptions<'_>, work: &Path
     let count = sources.len();
     for (index, (name, path)) in sources.into_iter().enumerate() {
         (options.progress)(index, count, &name);
-        let (sha256, length) = hash_file(&path)?;
+        let (sha256, length) = sha256_file(&path)?;
         let mut custom =
             trust::read_json(&PathBuf::from(format!("{}.meta.json", path.display()))).unwrap_or_else(|_| json!({}));
         if custom.get("kind").is_none() {
@@ -177,7 +178,7 @@ fn create_in(source: &Path, out: &Path, options: &CreateOptions<'_>, work: &Path
         let payload_path = work.join(index.to_string());
         let base = options.base.as_ref().map(|b| b.join(&name));
         let (codec, base_ref) = encode(&path, base.as_deref(), &payload_path)?;
-        let (payload_sha, payload_length) = hash_file(&payload_path)?;
+        let (payload_sha, payload_length) = sha256_file(&payload_path)?;
         let mut payload = json!({"codec": codec, "sha256": payload_sha, "length": payload_length});
         if let Some(base_ref) = base_ref {
             payload["base"] = base_ref;
@@ -387,7 +388,7 @@ fn stage(
     for (name, payload) in &payloads {
         if let Some(base_ref) = payload.get("base") {
             let want = base_ref["sha256"].as_str().unwrap_or("");
-            let have = base.map(|b| b.join(name)).filter(|p| p.is_file()).map(|p| hash_file(&p)).transpose()?;
+            let have = base.map(|b| b.join(name)).filter(|p| p.is_file()).map(|p| sha256_file(&p)).transpose()?;
             if have.as_ref().map(|(h, _)| h.as_str()) != Some(want) {
                 return Err(BundleError::WrongBase { name: name.clone(), base: format!("sha256:{want}") });
             }
@@ -442,7 +443,7 @@ fn stage(
         }
         decode(&raw, payload, base.map(|b| b.join(name)).as_deref(), &result, target["length"].as_u64().unwrap_or(0))?;
         let _ = std::fs::remove_file(&raw);
-        let (actual, actual_length) = hash_file(&result)?;
+        let (actual, actual_length) = sha256_file(&result)?;
         let wanted = target["hashes"]["sha256"].as_str().unwrap_or("");
         if actual != wanted || Some(actual_length) != target["length"].as_u64() {
             return Err(BundleError::Target {

@@ -156,15 +156,9 @@ pub async fn scan_directory(client: &Client, config: &Config, dir: &Path) -> Res
 
 async fn take_from_medium(client: &Client, config: &Config, path: &Path, length: u64) -> Result<String, UpdateError> {
     let hashed = path.to_path_buf();
-    let sha = tokio::task::spawn_blocking(move || -> Result<String, UpdateError> {
-        use sha2::Digest as _;
-        let mut file = std::fs::File::open(&hashed).map_err(io_error(&hashed))?;
-        let mut hasher = sha2::Sha256::new();
-        std::io::copy(&mut file, &mut hasher).map_err(io_error(&hashed))?;
-        Ok(format!("{:x}", hasher.finalize()))
-    })
-    .await
-    .map_err(|e| UpdateError::Target(e.to_string()))??;
+    let (sha, _) = tokio::task::spawn_blocking(move || bundle::sha256_file(&hashed))
+        .await
+        .map_err(|e| UpdateError::Target(e.to_string()))??;
     let name = format!("media-{}", &sha[..16]);
     match client.get(&format!("{BUNDLES}/{name}")).await {
         Ok(existing) if existing["status"]["phase"].as_str().unwrap_or("Uploading") != "Uploading" => return Ok(name),

@@ -158,14 +158,6 @@ fn install_file(from: &Path, to: &Path) -> Result<(), UpdateError> {
     super::sync_dir(parent)
 }
 
-fn sha256_of(path: &Path) -> Option<String> {
-    use sha2::Digest as _;
-    let mut file = std::fs::File::open(path).ok()?;
-    let mut hasher = sha2::Sha256::new();
-    std::io::copy(&mut file, &mut hasher).ok()?;
-    Some(format!("{:x}", hasher.finalize()))
-}
-
 // ---------------------------------------------------------------------------------------------
 // the five steps
 
@@ -354,8 +346,8 @@ pub async fn health(client: &Client, config: &Config, target: &Target) -> Result
         }
         Kind::File => {
             let path = install_path(config, target)?;
-            Ok(match sha256_of(&path) {
-                Some(sha) if sha == target.sha256 => Health::Healthy,
+            Ok(match bundle::sha256_file(&path) {
+                Ok((sha, _)) if sha == target.sha256 => Health::Healthy,
                 _ => Health::Failed(format!("{} does not hold the installed content", path.display())),
             })
         }
