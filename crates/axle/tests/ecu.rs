@@ -6,33 +6,9 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
-use support::{axle_bin, free_port, python, spawn_with_lines, wait_for};
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A simulated ECU on 127.0.0.1:`port`, its bank in `dir/bank-<port>.bin`.
-fn start_sim(dir: &Path, port: u16, extra: &[&str]) -> Killed {
-    let child = Command::new(axle_bin())
-        .args(["ecu-sim", "--listen", &format!("127.0.0.1:{port}"), "--logical-address", "0x00E0", "--flash"])
-        .arg(dir.join(format!("bank-{port}.bin")))
-        .args(extra)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("axle ecu-sim starts");
-    wait_for("the simulated ECU to listen", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
-    });
-    Killed(child)
-}
+use support::{axle_bin, free_port, python, spawn_with_lines, start_gateway, start_sim, wait_for, Killed};
 
 #[test]
 fn an_independent_tester_reads_and_reprograms_the_simulated_ecu() {
@@ -144,29 +120,6 @@ fn tshark_dissects_a_flash_session_as_clean_doip_and_uds() {
     let transfers = text.lines().filter(|l| l == &"0x8001\t0x36").count();
     let blocks = image.len().div_ceil(4090);
     assert_eq!(transfers, blocks * 2, "every TransferData request and response dissected");
-}
-
-fn start_gateway(server: &support::Server, ecus: &[(&str, u16)], dir: &Path) -> Killed {
-    let mut config = String::from("ecus:\n");
-    for (name, port) in ecus {
-        config.push_str(&format!(
-            "- {{name: {name}, address: \"127.0.0.1:{port}\", logicalAddress: 0x00E0, hardwareId: HW-{name}}}\n"
-        ));
-    }
-    let path = dir.join("ecus.yaml");
-    std::fs::write(&path, config).expect("config");
-    let child = Command::new(axle_bin())
-        .args(["ecu-gateway", "--server", &format!("http://{}", server.addr), "--token-file"])
-        .arg(server.data_dir().join("node-token"))
-        .arg("--config")
-        .arg(&path)
-        .arg("--data-dir")
-        .arg(dir.join("gateway"))
-        .args(["--heartbeat-seconds", "1"])
-        .stderr(std::fs::File::create(dir.join("gateway.log")).expect("log"))
-        .spawn()
-        .expect("axle ecu-gateway starts");
-    Killed(child)
 }
 
 #[test]

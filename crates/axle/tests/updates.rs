@@ -11,7 +11,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
-use support::{axle_bin, busybox_layout, import, wait_for, Agent, Server};
+use support::{axle_bin, busybox_layout, free_port, import, start_gateway, start_sim, wait_for, Agent, Server};
 
 fn axle(args: &[&str]) -> Output {
     Command::new(axle_bin()).args(args).output().expect("axle runs")
@@ -527,4 +527,89 @@ fn a_server_killed_at_random_points_of_campaigns_ends_each_all_new_or_all_old() 
     }
     car.wait_rolled_out();
     assert!(outcomes.iter().any(|p| p == "Committed") && outcomes.iter().any(|p| p == "RolledBack"), "{outcomes:?}");
+}
+
+fn ecu_pod(name: &str, node: &str, image: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  nodeName: {node}\n  \
+         runtimeClassName: ecu\n  tolerations: [{{key: axle.dev/ecu, operator: Exists}}]\n  \
+         containers: [{{name: firmware, image: \"{image}\"}}]\n"
+    )
+}
+
+#[test]
+fn ecu_firmware_rides_a_campaign_and_a_refused_flash_rolls_back() {
+    let signing = Signing::new(1);
+    let root = signing.root();
+    let server = Server::start_with(&["--trust-root", path(&root)]);
+    let dir = server.data_dir().to_path_buf();
+    let (brake_port, locked_port) = (free_port(), free_port());
+    let _brake = start_sim(&dir, brake_port, &[]);
+    let _locked = start_sim(&dir, locked_port, &["--nrc", "27:35"]);
+    let _gateway = start_gateway(&server, &[("brake-ecu", brake_port), ("locked-ecu", locked_port)], &dir);
+    wait_for("the ECUs to be nodes", Duration::from_secs(30), || {
+        let out = server.kubectl_ok(&["get", "nodes", "-l", "axle.dev/ecu=true", "--no-headers"]);
+        (out.matches(" Ready ").count() == 2).then_some(())
+    });
+    let kubeconfig = server.kubeconfig.clone();
+    let apply = |bundle: &Path| {
+        Command::new(axle_bin())
+            .args(["bundle", "apply", path(bundle), "--kubeconfig", path(&kubeconfig)])
+            .output()
+            .expect("apply runs")
+    };
+
+    // The firmware image and the pod that flashes it, in one signed bundle.
+    let work = tempfile::tempdir().expect("tempdir");
+    let mut firmware = b"AXLE-FW brake 2.0.0\n".to_vec();
+    firmware.extend(random_bytes(21, 200_000));
+    let layout = images::sample::write_firmware_image(work.path(), "2.0.0", &firmware).expect("firmware image");
+    let source = work.path().join("ecu-v1");
+    std::fs::create_dir_all(&source).expect("mkdir");
+    let tar = source.join("brake-fw.oci.tar");
+    let out = Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(&layout).arg(".").output().expect("tar runs");
+    assert!(out.status.success());
+    std::fs::write(
+        source.join("brake-fw.oci.tar.meta.json"),
+        r#"{"reference": "brake-fw:2.0.0", "hardwareId": "HW-brake-ecu"}"#,
+    )
+    .expect("write");
+    std::fs::write(source.join("brake-firmware.yaml"), ecu_pod("brake-firmware", "brake-ecu", "brake-fw:2.0.0"))
+        .expect("write");
+    let v1 = work.path().join("ecu-v1.axb");
+    signing.create(&source, &v1, 1, &["a"], &[]);
+    let out = apply(&v1);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        std::fs::read(dir.join(format!("bank-{brake_port}.bin"))).expect("bank"),
+        firmware,
+        "flashed by the campaign"
+    );
+    let version = server.kubectl_ok(&[
+        "get",
+        "node",
+        "brake-ecu",
+        "-o",
+        "jsonpath={.metadata.annotations.axle\\.dev/sw-version}",
+    ]);
+    assert_eq!(version, "2.0.0");
+
+    // An ECU that refuses the security key: the campaign rolls back and removes the new pod.
+    let source = work.path().join("ecu-v2");
+    std::fs::create_dir_all(&source).expect("mkdir");
+    std::fs::write(source.join("locked-firmware.yaml"), ecu_pod("locked-firmware", "locked-ecu", "brake-fw:2.0.0"))
+        .expect("write");
+    let v2 = work.path().join("ecu-v2.axb");
+    signing.create(&source, &v2, 2, &["a"], &["--health-timeout", "120"]);
+    let out = apply(&v2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("rolled back (Unhealthy, target locked-firmware.yaml)"),
+        "{stderr}"
+    );
+    wait_for("the refused pod to be gone", Duration::from_secs(30), || {
+        server.kubectl(&["get", "pod", "locked-firmware"]).status.code().filter(|c| *c != 0).map(|_| ())
+    });
+    let inventory = axle_ok(&["inventory", "--kubeconfig", path(&kubeconfig)]);
+    assert!(inventory.contains("brake-ecu") && inventory.contains("2.0.0"), "{inventory}");
 }

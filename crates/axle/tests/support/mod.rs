@@ -418,3 +418,52 @@ pub fn import_sample_image(server: &Server, name: &str) {
         images::sample::write_host_image(server.data_dir(), "1.0", api::meta::go_arch()).expect("sample image");
     import(server, &layout, name);
 }
+
+/// A child process killed when dropped.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A simulated ECU on 127.0.0.1:`port`, its bank in `dir/bank-<port>.bin`.
+pub fn start_sim(dir: &Path, port: u16, extra: &[&str]) -> Killed {
+    let child = Command::new(axle_bin())
+        .args(["ecu-sim", "--listen", &format!("127.0.0.1:{port}"), "--logical-address", "0x00E0", "--flash"])
+        .arg(dir.join(format!("bank-{port}.bin")))
+        .args(extra)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("axle ecu-sim starts");
+    wait_for("the simulated ECU to listen", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+    });
+    Killed(child)
+}
+
+/// `axle ecu-gateway` for simulated ECUs on loopback ports (`name`, port).
+pub fn start_gateway(server: &Server, ecus: &[(&str, u16)], dir: &Path) -> Killed {
+    let mut config = String::from("ecus:\n");
+    for (name, port) in ecus {
+        config.push_str(&format!(
+            "- {{name: {name}, address: \"127.0.0.1:{port}\", logicalAddress: 0x00E0, hardwareId: HW-{name}}}\n"
+        ));
+    }
+    let path = dir.join("ecus.yaml");
+    std::fs::write(&path, config).expect("config");
+    let child = Command::new(axle_bin())
+        .args(["ecu-gateway", "--server", &format!("http://{}", server.addr), "--token-file"])
+        .arg(server.data_dir().join("node-token"))
+        .arg("--config")
+        .arg(&path)
+        .arg("--data-dir")
+        .arg(dir.join("gateway"))
+        .args(["--heartbeat-seconds", "1"])
+        .stderr(std::fs::File::create(dir.join("gateway.log")).expect("log"))
+        .spawn()
+        .expect("axle ecu-gateway starts");
+    Killed(child)
+}

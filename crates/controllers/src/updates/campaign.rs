@@ -411,6 +411,10 @@ fn pod_health(pod: &Value) -> Health {
         return Health::Failed(format!("{name}: {why}"));
     }
     let phase = pod["status"]["phase"].as_str().unwrap_or("Pending");
+    if phase == "Failed" {
+        let why = pod["status"]["message"].as_str().or(pod["status"]["reason"].as_str()).unwrap_or("");
+        return Health::Failed(format!("{name} failed: {why}"));
+    }
     let runs_once = pod["spec"]["restartPolicy"] == "Never";
     let ready = pod["status"]["conditions"]
         .as_array()
@@ -420,7 +424,6 @@ fn pod_health(pod: &Value) -> Health {
     if runs_once {
         match phase {
             "Succeeded" => Health::Healthy,
-            "Failed" => Health::Failed(format!("{name} failed")),
             _ => Health::Waiting(format!("{name} is {phase}")),
         }
     } else if ready {
