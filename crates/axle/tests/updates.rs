@@ -537,79 +537,88 @@ fn ecu_pod(name: &str, node: &str, image: &str) -> String {
     )
 }
 
-#[test]
-fn ecu_firmware_rides_a_campaign_and_a_refused_flash_rolls_back() {
-    let signing = Signing::new(1);
-    let root = signing.root();
-    let server = Server::start_with(&["--trust-root", path(&root)]);
-    let dir = server.data_dir().to_path_buf();
-    let (brake_port, locked_port) = (free_port(), free_port());
-    let _brake = start_sim(&dir, brake_port, &[]);
-    let _locked = start_sim(&dir, locked_port, &["--nrc", "27:35"]);
-    let _gateway = start_gateway(&server, &[("brake-ecu", brake_port), ("locked-ecu", locked_port)], &dir);
-    wait_for("the ECUs to be nodes", Duration::from_secs(30), || {
-        let out = server.kubectl_ok(&["get", "nodes", "-l", "axle.dev/ecu=true", "--no-headers"]);
-        (out.matches(" Ready ").count() == 2).then_some(())
-    });
-    let kubeconfig = server.kubeconfig.clone();
-    let apply = |bundle: &Path| {
-        Command::new(axle_bin())
-            .args(["bundle", "apply", path(bundle), "--kubeconfig", path(&kubeconfig)])
-            .output()
-            .expect("apply runs")
-    };
-
-    // The firmware image and the pod that flashes it, in one signed bundle.
-    let work = tempfile::tempdir().expect("tempdir");
-    let mut firmware = b"AXLE-FW brake 2.0.0\n".to_vec();
-    firmware.extend(random_bytes(21, 200_000));
-    let layout = images::sample::write_firmware_image(work.path(), "2.0.0", &firmware).expect("firmware image");
-    let source = work.path().join("ecu-v1");
-    std::fs::create_dir_all(&source).expect("mkdir");
-    let tar = source.join("brake-fw.oci.tar");
+/// A firmware image whose header names `header_version`, tagged `name:tag`, as an OCI tar in
+/// `source` (with its meta file).
+fn firmware_target(work: &Path, source: &Path, name: &str, tag: &str, header_version: &str) -> Vec<u8> {
+    let mut firmware = format!("AXLE-FW {name} {header_version}\n").into_bytes();
+    firmware.extend(random_bytes(u64::from(tag.as_bytes()[0]) * 31 + name.len() as u64, 150_000));
+    let layout_dir = work.join(format!("{name}-{tag}"));
+    let layout = images::sample::write_firmware_image(&layout_dir, tag, &firmware).expect("firmware image");
+    let tar = source.join(format!("{name}.oci.tar"));
     let out = Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(&layout).arg(".").output().expect("tar runs");
     assert!(out.status.success());
-    std::fs::write(
-        source.join("brake-fw.oci.tar.meta.json"),
-        r#"{"reference": "brake-fw:2.0.0", "hardwareId": "HW-brake-ecu"}"#,
-    )
-    .expect("write");
-    std::fs::write(source.join("brake-firmware.yaml"), ecu_pod("brake-firmware", "brake-ecu", "brake-fw:2.0.0"))
+    std::fs::write(source.join(format!("{name}.oci.tar.meta.json")), format!(r#"{{"reference": "{name}:{tag}"}}"#))
         .expect("write");
-    let v1 = work.path().join("ecu-v1.axb");
-    signing.create(&source, &v1, 1, &["a"], &[]);
-    let out = apply(&v1);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(
-        std::fs::read(dir.join(format!("bank-{brake_port}.bin"))).expect("bank"),
-        firmware,
-        "flashed by the campaign"
-    );
-    let version = server.kubectl_ok(&[
-        "get",
-        "node",
-        "brake-ecu",
-        "-o",
-        "jsonpath={.metadata.annotations.axle\\.dev/sw-version}",
-    ]);
-    assert_eq!(version, "2.0.0");
+    firmware
+}
 
-    // An ECU that refuses the security key: the campaign rolls back and removes the new pod.
-    let source = work.path().join("ecu-v2");
-    std::fs::create_dir_all(&source).expect("mkdir");
-    std::fs::write(source.join("locked-firmware.yaml"), ecu_pod("locked-firmware", "locked-ecu", "brake-fw:2.0.0"))
-        .expect("write");
-    let v2 = work.path().join("ecu-v2.axb");
-    signing.create(&source, &v2, 2, &["a"], &["--health-timeout", "120"]);
-    let out = apply(&v2);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && stderr.contains("rolled back (Unhealthy, target locked-firmware.yaml)"),
-        "{stderr}"
-    );
-    wait_for("the refused pod to be gone", Duration::from_secs(30), || {
-        server.kubectl(&["get", "pod", "locked-firmware"]).status.code().filter(|c| *c != 0).map(|_| ())
+#[test]
+fn a_campaign_flashing_two_ecus_and_a_container_commits_or_rolls_back_all_of_them() {
+    let signing = Signing::new(1);
+    let car = Car::start(&signing, &[]);
+    let dir = car.server.data_dir().to_path_buf();
+    let (brake_port, door_port) = (free_port(), free_port());
+    let _brake = start_sim(&dir, brake_port, &[]);
+    let _door = start_sim(&dir, door_port, &[]);
+    let _gateway = start_gateway(&car.server, &[("brake-ecu", brake_port), ("door-ecu", door_port)], &dir);
+    wait_for("the ECUs to be nodes", Duration::from_secs(30), || {
+        let out = car.server.kubectl_ok(&["get", "nodes", "-l", "axle.dev/ecu=true", "--no-headers"]);
+        (out.matches(" Ready ").count() == 2).then_some(())
     });
-    let inventory = axle_ok(&["inventory", "--kubeconfig", path(&kubeconfig)]);
-    assert!(inventory.contains("brake-ecu") && inventory.contains("2.0.0"), "{inventory}");
+    let bank = |port: u16| std::fs::read(dir.join(format!("bank-{port}.bin"))).unwrap_or_default();
+    let work = tempfile::tempdir().expect("tempdir");
+
+    // Version 1: firmware for both ECUs and the nav container, one campaign.
+    let source = source(work.path(), 1, false, None);
+    let brake_v1 = firmware_target(work.path(), &source, "brake-fw", "2.0.0", "2.0.0");
+    let door_v1 = firmware_target(work.path(), &source, "door-fw", "2.0.0", "2.0.0");
+    std::fs::write(source.join("brake.yaml"), ecu_pod("brake-firmware", "brake-ecu", "brake-fw:2.0.0")).expect("write");
+    std::fs::write(source.join("door.yaml"), ecu_pod("door-firmware", "door-ecu", "door-fw:2.0.0")).expect("write");
+    let v1 = work.path().join("car-v1.axb");
+    signing.create(&source, &v1, 1, &["a"], &[]);
+    car.apply_ok(&v1);
+    assert_eq!(bank(brake_port), brake_v1, "brake flashed by the campaign");
+    assert_eq!(bank(door_port), door_v1, "door flashed by the campaign");
+    assert_eq!(car.nav_version(), "1");
+
+    // Version 2: both ECUs and nav change; the door firmware reads back a wrong version.
+    let source = self::source(work.path(), 2, false, None);
+    firmware_target(work.path(), &source, "brake-fw", "3.0.0", "3.0.0");
+    firmware_target(work.path(), &source, "door-fw", "3.0.0", "9.9.9");
+    std::fs::write(source.join("brake.yaml"), ecu_pod("brake-firmware", "brake-ecu", "brake-fw:3.0.0")).expect("write");
+    std::fs::write(source.join("door.yaml"), ecu_pod("door-firmware", "door-ecu", "door-fw:3.0.0")).expect("write");
+    let v2 = work.path().join("car-v2.axb");
+    signing.create(&source, &v2, 2, &["a"], &["--base", path(&v1), "--health-timeout", "120"]);
+    let out = car.apply(&v2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("rolled back (Unhealthy, target door.yaml)"), "{stderr}");
+    // All of it returns: both ECUs reflashed with version 1, nav and the file at version 1.
+    wait_for("both ECUs to run version 1 again", Duration::from_secs(60), || {
+        (bank(brake_port) == brake_v1 && bank(door_port) == door_v1).then_some(())
+    });
+    assert_eq!(car.nav_version(), "1");
+    assert_eq!(car.installed_file(), firmware(1));
+    car.wait_rolled_out();
+    wait_for("the ECU pods to run version 1", Duration::from_secs(30), || {
+        let phases = car.server.kubectl_ok(&[
+            "get",
+            "pods",
+            "brake-firmware",
+            "door-firmware",
+            "-o",
+            "jsonpath={.items[*].status.phase}",
+        ]);
+        (phases == "Running Running").then_some(())
+    });
+    wait_for("the ECU nodes to report version 1", Duration::from_secs(30), || {
+        let versions = car.server.kubectl_ok(&[
+            "get",
+            "nodes",
+            "-l",
+            "axle.dev/ecu=true",
+            "-o",
+            "jsonpath={.items[*].metadata.annotations.axle\\.dev/sw-version}",
+        ]);
+        (versions == "2.0.0 2.0.0").then_some(())
+    });
 }

@@ -311,8 +311,15 @@ async fn sync_pods(
             .await;
             continue;
         }
-        let settled = matches!(pod["status"]["phase"].as_str(), Some("Running" | "Failed"));
-        if settled && state.current.as_deref() == Some(image.as_str()) || pod["status"]["phase"] == "Failed" {
+        // The status speaks of the image it was written for; a changed image (an update, or a
+        // campaign rolling back) is flashed anew, whatever happened to the one before.
+        let status_image = pod["status"]["containerStatuses"][0]["image"].as_str();
+        let settled = match pod["status"]["phase"].as_str() {
+            Some("Running") => state.current.as_deref() == Some(image.as_str()),
+            Some("Failed") => status_image.is_none_or(|i| i == image),
+            _ => false,
+        };
+        if settled && status_image.is_none_or(|i| i == image) {
             continue;
         }
         flash_pod(client, ecu, target, pod, &image, &mut state, state_path).await;

@@ -411,6 +411,17 @@ fn pod_health(pod: &Value) -> Health {
         return Health::Failed(format!("{name}: {why}"));
     }
     let phase = pod["status"]["phase"].as_str().unwrap_or("Pending");
+    // A status written for another image (a pod whose image was just changed) says nothing yet.
+    let spec_images: Vec<&Value> =
+        pod["spec"]["containers"].as_array().into_iter().flatten().map(|c| &c["image"]).collect();
+    let stale = pod["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|s| !spec_images.contains(&&s["image"]));
+    if stale {
+        return Health::Waiting(format!("{name} still reports its previous image"));
+    }
     if phase == "Failed" {
         let why = pod["status"]["message"].as_str().or(pod["status"]["reason"].as_str()).unwrap_or("");
         return Health::Failed(format!("{name} failed: {why}"));

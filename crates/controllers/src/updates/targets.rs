@@ -172,8 +172,7 @@ pub async fn stage(client: &Client, target: &Target) -> Result<Prefetch, UpdateE
             let source = images_of(target)?;
             for image in &source.images {
                 let digest = client.push_image_content(image).await?;
-                prefetch.images.push(format!("{}@{digest}", image.reference.repository));
-                prefetch.brought.push(tag_key(&image.reference));
+                prefetch.brought.push((tag_key(&image.reference), format!("{}@{digest}", image.reference.repository)));
             }
         }
         Kind::Manifest => {
@@ -200,7 +199,9 @@ pub async fn stage(client: &Client, target: &Target) -> Result<Prefetch, UpdateE
                     }
                     Ok(_) => {}
                 }
-                prefetch.images.extend(pod_images(&obj));
+                let (images, firmware) = pod_images(&obj);
+                prefetch.images.extend(images);
+                prefetch.firmware.extend(firmware);
             }
         }
         Kind::File => {}
@@ -211,33 +212,40 @@ pub async fn stage(client: &Client, target: &Target) -> Result<Prefetch, UpdateE
 /// What nodes pull while a campaign stages.
 #[derive(Debug, Default)]
 pub struct Prefetch {
-    pub images: Vec<String>,
-    /// `repository:tag` of the images the bundle brings: their tags still name the old image
-    /// until activation, so pods' references to them are pulled by digest instead.
-    pub brought: Vec<String>,
+    /// Images the bundle's pods name (ECU firmware aside).
+    images: Vec<String>,
+    /// Images ECU pods name: the gateway's to pull, not the agents'.
+    firmware: Vec<String>,
+    /// The bundle's own images: (`repository:tag`, `repository@digest`). Their tags still name
+    /// the old image until activation, so they are pulled by digest.
+    brought: Vec<(String, String)>,
 }
 
 impl Prefetch {
     pub fn merge(&mut self, other: Prefetch) {
         self.images.extend(other.images);
+        self.firmware.extend(other.firmware);
         self.brought.extend(other.brought);
     }
 
-    /// The images to pull, without the tags the bundle moves.
+    /// The images agents pull: the bundle's own by digest (unless they are ECU firmware), the
+    /// others its pods name by reference.
     pub fn into_images(self) -> Vec<String> {
-        let brought = self.brought;
-        let mut images: Vec<String> = self
-            .images
-            .into_iter()
-            .filter(|image| {
-                images::Reference::parse(image)
-                    .map(|r| r.digest.is_some() || !brought.contains(&tag_key(&r)))
-                    .unwrap_or(false)
-            })
+        let key = |image: &str| images::Reference::parse(image).ok().map(|r| tag_key(&r));
+        let firmware: Vec<Option<String>> = self.firmware.iter().map(|f| key(f)).collect();
+        let mut pulled: Vec<String> = self
+            .brought
+            .iter()
+            .filter(|(tag, _)| !firmware.contains(&Some(tag.clone())))
+            .map(|(_, by_digest)| by_digest.clone())
             .collect();
-        images.sort();
-        images.dedup();
-        images
+        pulled.extend(self.images.into_iter().filter(|image| match key(image) {
+            Some(tag) => !self.brought.iter().any(|(brought, _)| *brought == tag),
+            None => false,
+        }));
+        pulled.sort();
+        pulled.dedup();
+        pulled
     }
 }
 
@@ -245,18 +253,20 @@ fn tag_key(reference: &images::Reference) -> String {
     format!("{}:{}", reference.repository, reference.tag.as_deref().unwrap_or("latest"))
 }
 
-/// The container images a Pod or a workload's pod template names.
-fn pod_images(obj: &Value) -> Vec<String> {
+/// The images a Pod or a workload's pod template names: (container images, ECU firmware).
+fn pod_images(obj: &Value) -> (Vec<String>, Vec<String>) {
     let spec = if obj["kind"] == "Pod" { &obj["spec"] } else { &obj["spec"]["template"]["spec"] };
-    // ECU firmware is pulled by the ECU gateway when it flashes, not by agents.
-    if spec["runtimeClassName"] == "ecu" {
-        return Vec::new();
-    }
-    ["initContainers", "containers"]
+    let named: Vec<String> = ["initContainers", "containers"]
         .iter()
         .flat_map(|list| spec[*list].as_array().into_iter().flatten())
         .filter_map(|c| c["image"].as_str().map(String::from))
-        .collect()
+        .collect();
+    // ECU firmware is pulled by the ECU gateway when it flashes, not by agents.
+    if spec["runtimeClassName"] == "ecu" {
+        (Vec::new(), named)
+    } else {
+        (named, Vec::new())
+    }
 }
 
 /// The state a campaign returns to on rollback, for all its targets (written before the first
