@@ -27,6 +27,7 @@ async fn sim(dir: &std::path::Path, name: &str) -> Target {
         drop_after_blocks: None,
         forced_nrc: HashMap::new(),
         corrupt_checksum: false,
+        ab_banks: false,
     };
     tokio::spawn(sim::serve(config, listener, udp));
     let target = Target { address, tester_address: 0x0E80, ecu_address: 0x00E0 };

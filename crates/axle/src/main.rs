@@ -101,6 +101,10 @@ struct EcuSimArgs {
     /// Fault: the check-programming-dependencies routine rejects every image.
     #[arg(long)]
     corrupt_checksum: bool,
+    /// Two flash banks (FLASH and FLASH.b): a new image goes to the inactive one and becomes
+    /// active at reset, so an interrupted update never touches the running image.
+    #[arg(long)]
+    ab_banks: bool,
 }
 
 #[derive(clap::Args)]
@@ -351,6 +355,7 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
                 drop_after_blocks: args.drop_after_blocks,
                 forced_nrc: args.nrcs.into_iter().collect(),
                 corrupt_checksum: args.corrupt_checksum,
+                ab_banks: args.ab_banks,
             };
             tokio::select! {
                 result = ecu::sim::run(config) => result.map_err(anyhow::Error::from),

@@ -36,6 +36,9 @@ pub struct SimConfig {
     pub forced_nrc: HashMap<u8, u8>,
     /// The check-dependencies routine reports a bad image.
     pub corrupt_checksum: bool,
+    /// Two banks, `<flash>` (A) and `<flash>.b` (B): an image is written to the inactive bank
+    /// and becomes active at reset; the other bank keeps the image before.
+    pub ab_banks: bool,
 }
 
 /// P2 and P2* the sim announces: 50 ms and 5 s.
@@ -48,6 +51,8 @@ const LOCKOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 struct Persistent {
     version: String,
+    /// With A/B banks: whether bank B is the active one.
+    active_b: bool,
 }
 
 /// The ECU's state across connections.
@@ -100,6 +105,13 @@ pub fn image_version(image: &[u8]) -> String {
     format!("unknown-{:02x}{:02x}{:02x}{:02x}", digest[0], digest[1], digest[2], digest[3])
 }
 
+/// Bank B of an A/B sim: `<flash>.b`.
+pub fn bank_b(config: &SimConfig) -> PathBuf {
+    let mut path = config.flash.clone().into_os_string();
+    path.push(".b");
+    path.into()
+}
+
 fn state_path(config: &SimConfig) -> PathBuf {
     let mut path = config.flash.clone().into_os_string();
     path.push(".json");
@@ -116,7 +128,7 @@ impl Ecu {
         }
         Ok(Ecu {
             config,
-            persistent: Persistent { version },
+            persistent: Persistent { version, active_b: state["active"] == "b" },
             session: 1,
             unlocked: false,
             seed: None,
@@ -372,14 +384,24 @@ impl Ecu {
         }
     }
 
-    /// Writes the verified image into the bank (atomically) and takes its version.
+    /// Writes the verified image into the bank (atomically; with A/B banks into the inactive
+    /// one, which becomes active) and takes its version.
     fn activate(&mut self, image: &[u8]) -> std::io::Result<()> {
-        let tmp = self.config.flash.with_extension("flashing");
+        let bank = match (self.config.ab_banks, self.persistent.active_b) {
+            (true, false) => bank_b(&self.config),
+            _ => self.config.flash.clone(),
+        };
+        let tmp = bank.with_extension("flashing");
         std::fs::write(&tmp, image)?;
         std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, &self.config.flash)?;
+        std::fs::rename(&tmp, &bank)?;
         self.persistent.version = image_version(image);
-        let state = serde_json::json!({"version": self.persistent.version, "serial": self.config.serial});
+        if self.config.ab_banks {
+            self.persistent.active_b = !self.persistent.active_b;
+        }
+        let active = if self.persistent.active_b { "b" } else { "a" };
+        let state =
+            serde_json::json!({"version": self.persistent.version, "serial": self.config.serial, "active": active});
         std::fs::write(state_path(&self.config), serde_json::to_vec(&state).unwrap_or_default())?;
         tracing::info!(version = %self.persistent.version, bytes = image.len(), "new image active");
         Ok(())

@@ -24,6 +24,7 @@ async fn start_sim(dir: &std::path::Path, tweak: impl FnOnce(&mut SimConfig)) ->
         drop_after_blocks: None,
         forced_nrc: HashMap::new(),
         corrupt_checksum: false,
+        ab_banks: false,
     };
     tweak(&mut config);
     tokio::spawn(sim::serve(config.clone(), listener, udp));
@@ -100,4 +101,23 @@ async fn an_invalid_key_or_a_rejected_image_fails_and_keeps_the_old_version() {
     assert!(matches!(err, EcuError::ImageRejected(_)), "{err}");
     assert_eq!(std::fs::read(&config.flash).expect("bank"), before, "the bank is untouched");
     assert_eq!(flasher::identify(&target, &Timing::default()).await.expect("identify").0, "1.0.0");
+}
+
+#[tokio::test]
+async fn with_ab_banks_an_image_goes_to_the_inactive_bank_and_the_other_keeps_the_one_before() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (target, config) = start_sim(dir.path(), |c| c.ab_banks = true).await;
+    let initial = std::fs::read(&config.flash).expect("bank A");
+    let timing = Timing::default();
+    let v2 = image("2.0.0", 50_000);
+    flasher::flash(&target, &timing, &DemoKey, &v2, Some("2.0.0"), &mut |_| {}).await.expect("v2");
+    assert_eq!(std::fs::read(sim::bank_b(&config)).expect("bank B"), v2, "v2 went to bank B");
+    assert_eq!(std::fs::read(&config.flash).expect("bank A"), initial, "bank A keeps the image before");
+    let v3 = image("3.0.0", 50_000);
+    flasher::flash(&target, &timing, &DemoKey, &v3, Some("3.0.0"), &mut |_| {}).await.expect("v3");
+    assert_eq!(std::fs::read(&config.flash).expect("bank A"), v3, "v3 went to bank A");
+    assert_eq!(std::fs::read(sim::bank_b(&config)).expect("bank B"), v2);
+    // After a power cycle the ECU runs the active bank.
+    let (restarted, _) = start_sim(dir.path(), |c| c.ab_banks = true).await;
+    assert_eq!(flasher::identify(&restarted, &timing).await.expect("identify").0, "3.0.0");
 }
