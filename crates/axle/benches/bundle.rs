@@ -15,19 +15,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{axle_bin, Agent, Server};
-
-fn random_bytes(seed: u64, length: usize) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..length)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
+use support::{axle_bin, random_bytes, Agent, Server};
 
 fn run(program: &str, args: &[&str]) {
     let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program} runs: {e}"));

@@ -11,7 +11,9 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
-use support::{axle_bin, busybox_layout, free_port, import, start_gateway, start_sim, wait_for, Agent, Server};
+use support::{
+    axle_bin, busybox_layout, free_port, import, random_bytes, start_gateway, start_sim, wait_for, Agent, Server,
+};
 
 fn axle(args: &[&str]) -> Output {
     Command::new(axle_bin()).args(args).output().expect("axle runs")
@@ -186,18 +188,6 @@ spec:
         command: ["/bin/sh", "-c", "exec sleep 1000"]
 "#;
 
-fn random_bytes(seed: u64, length: usize) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..length)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
-
 /// Firmware of version `n`: one base image with a few bytes changed per version.
 fn firmware(n: u8) -> Vec<u8> {
     let mut bytes = random_bytes(7, 512 * 1024);
@@ -205,6 +195,14 @@ fn firmware(n: u8) -> Vec<u8> {
         bytes[1000 + k * 20_000..1000 + k * 20_000 + 8].copy_from_slice(&[n; 8]);
     }
     bytes
+}
+
+/// An image target: the OCI layout as a tar at `tar`, named `reference` by its meta file.
+fn image_target(tar: &Path, layout: &Path, reference: &str) {
+    let out = Command::new("tar").arg("-cf").arg(tar).arg("-C").arg(layout).arg(".").output().expect("tar runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let meta = format!("{}.meta.json", tar.display());
+    std::fs::write(meta, format!(r#"{{"reference": "{reference}"}}"#)).expect("write");
 }
 
 /// A bundle source: the nav deployment at `version`, map-store, the brake firmware, and
@@ -222,11 +220,7 @@ fn source(dir: &Path, version: u8, crash: bool, image: Option<&Path>) -> PathBuf
     .expect("write");
     if let Some(layout) = image {
         std::fs::create_dir_all(source.join("images")).expect("mkdir");
-        let tar = source.join("images/busybox.oci.tar");
-        let out = Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(layout).arg(".").output().expect("tar runs");
-        assert!(out.status.success());
-        std::fs::write(source.join("images/busybox.oci.tar.meta.json"), r#"{"reference": "busybox:1"}"#)
-            .expect("write");
+        image_target(&source.join("images/busybox.oci.tar"), layout, "busybox:1");
     }
     source
 }
@@ -544,11 +538,7 @@ fn firmware_target(work: &Path, source: &Path, name: &str, tag: &str, header_ver
     firmware.extend(random_bytes(u64::from(tag.as_bytes()[0]) * 31 + name.len() as u64, 150_000));
     let layout_dir = work.join(format!("{name}-{tag}"));
     let layout = images::sample::write_firmware_image(&layout_dir, tag, &firmware).expect("firmware image");
-    let tar = source.join(format!("{name}.oci.tar"));
-    let out = Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(&layout).arg(".").output().expect("tar runs");
-    assert!(out.status.success());
-    std::fs::write(source.join(format!("{name}.oci.tar.meta.json")), format!(r#"{{"reference": "{name}:{tag}"}}"#))
-        .expect("write");
+    image_target(&source.join(format!("{name}.oci.tar")), &layout, &format!("{name}:{tag}"));
     firmware
 }
 

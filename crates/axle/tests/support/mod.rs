@@ -467,3 +467,16 @@ pub fn start_gateway(server: &Server, ecus: &[(&str, u16)], dir: &Path) -> Kille
         .expect("axle ecu-gateway starts");
     Killed(child)
 }
+
+/// Deterministic incompressible bytes (xorshift), for firmware and files of tests and benches.
+pub fn random_bytes(seed: u64, length: usize) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..length)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}

@@ -63,16 +63,8 @@ pub async fn step(client: &Client, config: &Config, campaign: &Value) -> Result<
             let now = api::meta::now_rfc3339();
             let status =
                 json!({"phase": "Staging", "progress": format!("0/{total}"), "startedAt": now, "phaseStartedAt": now});
-            patch_status(client, CAMPAIGNS, name, status).await?;
-            event(
-                client,
-                campaign,
-                "Campaign",
-                "Normal",
-                "Staging",
-                &format!("staging {total} target(s) of bundle version {}", campaign["spec"]["version"]),
-            )
-            .await;
+            let message = format!("staging {total} target(s) of bundle version {}", campaign["spec"]["version"]);
+            record(client, campaign, status, "Normal", "Staging", &message).await?;
         }
         "Staging" => {
             if campaign["status"]["staging"]["pushed"] != true {
@@ -126,16 +118,8 @@ pub async fn step(client: &Client, config: &Config, campaign: &Value) -> Result<
         "Committing" => {
             commit(client, config, campaign, &targets).await?;
             let status = json!({"phase": "Committed", "progress": format!("{total}/{total}"), "finishedAt": api::meta::now_rfc3339()});
-            patch_status(client, CAMPAIGNS, name, status).await?;
-            event(
-                client,
-                campaign,
-                "Campaign",
-                "Normal",
-                "Committed",
-                &format!("bundle version {} is installed", campaign["spec"]["version"]),
-            )
-            .await;
+            let message = format!("bundle version {} is installed", campaign["spec"]["version"]);
+            record(client, campaign, status, "Normal", "Committed", &message).await?;
             remove_work(config, name);
         }
         "RollingBack" => {
@@ -144,23 +128,10 @@ pub async fn step(client: &Client, config: &Config, campaign: &Value) -> Result<
                 let previous: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
                 targets::restore(client, config, name, &previous).await?;
             }
-            patch_status(
-                client,
-                CAMPAIGNS,
-                name,
-                json!({"phase": "RolledBack", "finishedAt": api::meta::now_rfc3339()}),
-            )
-            .await?;
             let why = campaign["status"]["message"].as_str().unwrap_or("");
-            event(
-                client,
-                campaign,
-                "Campaign",
-                "Warning",
-                "RolledBack",
-                &format!("everything is back as before: {why}"),
-            )
-            .await;
+            let status = json!({"phase": "RolledBack", "finishedAt": api::meta::now_rfc3339()});
+            record(client, campaign, status, "Warning", "RolledBack", &format!("everything is back as before: {why}"))
+                .await?;
             remove_work(config, name);
         }
         _ => {}
@@ -215,20 +186,30 @@ async fn progress(client: &Client, name: &str, done: usize, total: usize) -> Res
     Ok(patch_status(client, CAMPAIGNS, name, json!({"progress": format!("{done}/{total}")})).await?)
 }
 
+/// Writes a step of the campaign into its status, then tells it as an Event.
+async fn record(
+    client: &Client,
+    campaign: &Value,
+    status: Value,
+    event_type: &str,
+    reason: &str,
+    message: &str,
+) -> Result<(), UpdateError> {
+    patch_status(client, CAMPAIGNS, api::meta::name_of(campaign), status).await?;
+    event(client, campaign, "Campaign", event_type, reason, message).await;
+    Ok(())
+}
+
 async fn enter(client: &Client, campaign: &Value, phase: &str, total: usize, why: &str) -> Result<(), UpdateError> {
     let status = json!({"phase": phase, "progress": format!("0/{total}"), "phaseStartedAt": api::meta::now_rfc3339()});
-    patch_status(client, CAMPAIGNS, api::meta::name_of(campaign), status).await?;
-    event(client, campaign, "Campaign", "Normal", phase, why).await;
-    Ok(())
+    record(client, campaign, status, "Normal", phase, why).await
 }
 
 async fn fail(client: &Client, campaign: &Value, target: &str, reason: &str, message: &str) -> Result<(), UpdateError> {
     let status = json!({"phase": "RollingBack", "failedTarget": target, "reason": reason, "message": message,
                         "phaseStartedAt": api::meta::now_rfc3339()});
-    patch_status(client, CAMPAIGNS, api::meta::name_of(campaign), status).await?;
     let about = if target.is_empty() { String::new() } else { format!("target {target}: ") };
-    event(client, campaign, "Campaign", "Warning", reason, &format!("{about}{message}; rolling back")).await;
-    Ok(())
+    record(client, campaign, status, "Warning", reason, &format!("{about}{message}; rolling back")).await
 }
 
 /// A target's step failed: API outages are retried (the step is idempotent), anything else

@@ -41,6 +41,13 @@ pub fn load_root(config: &Config) -> Result<bundle::trust::Root, UpdateError> {
 /// Verifies and stages a `Received` bundle; it becomes a Campaign or is rejected.
 pub async fn verify(client: &Client, config: &Config, bundle_obj: &Value) -> Result<(), UpdateError> {
     let name = api::meta::name_of(bundle_obj).to_string();
+    // Verified before a crash that came between its campaign and its own status: done.
+    if let Ok(campaign) = client.get(&format!("{CAMPAIGNS}/{name}")).await {
+        let status = json!({"phase": "Verified", "version": campaign["spec"]["version"], "campaign": name});
+        patch_status(client, BUNDLES, &name, status).await?;
+        remove_upload(&config.upload_path(&name));
+        return Ok(());
+    }
     let upload = config.upload_path(&name);
     let staging = config.campaign_dir(&name).join("staged");
     let installed = targets::read_installed(config);
