@@ -140,17 +140,17 @@ impl Car {
     }
 }
 
-fn nav(version: &str, crash: bool) -> String {
-    let command = if crash { "echo broken; exit 3" } else { "exec sleep 1000" };
+/// A one-replica busybox Deployment `name` on hpc-1 running `command`, with `VERSION` set.
+fn deployment(name: &str, version: &str, command: &str) -> String {
     format!(
         r#"apiVersion: apps/v1
 kind: Deployment
-metadata: {{name: nav, namespace: default}}
+metadata: {{name: {name}, namespace: default}}
 spec:
   replicas: 1
-  selector: {{matchLabels: {{app: nav}}}}
+  selector: {{matchLabels: {{app: {name}}}}}
   template:
-    metadata: {{labels: {{app: nav}}}}
+    metadata: {{labels: {{app: {name}}}}}
     spec:
       terminationGracePeriodSeconds: 1
       affinity:
@@ -159,7 +159,7 @@ spec:
             nodeSelectorTerms:
             - matchExpressions: [{{key: kubernetes.io/hostname, operator: In, values: [hpc-1]}}]
       containers:
-      - name: nav
+      - name: {name}
         image: busybox:1
         env: [{{name: VERSION, value: "{version}"}}]
         command: ["/bin/sh", "-c", "{command}"]
@@ -167,26 +167,9 @@ spec:
     )
 }
 
-const MAP_STORE: &str = r#"apiVersion: apps/v1
-kind: Deployment
-metadata: {name: map-store, namespace: default}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: map-store}}
-  template:
-    metadata: {labels: {app: map-store}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      affinity:
-        nodeAffinity:
-          requiredDuringSchedulingIgnoredDuringExecution:
-            nodeSelectorTerms:
-            - matchExpressions: [{key: kubernetes.io/hostname, operator: In, values: [hpc-1]}]
-      containers:
-      - name: maps
-        image: busybox:1
-        command: ["/bin/sh", "-c", "exec sleep 1000"]
-"#;
+fn nav(version: &str, crash: bool) -> String {
+    deployment("nav", version, if crash { "echo broken; exit 3" } else { "exec sleep 1000" })
+}
 
 /// Firmware of version `n`: one base image with a few bytes changed per version.
 fn firmware(n: u8) -> Vec<u8> {
@@ -211,7 +194,7 @@ fn source(dir: &Path, version: u8, crash: bool, image: Option<&Path>) -> PathBuf
     let source = dir.join(format!("src-{version}{}", if crash { "-crash" } else { "" }));
     std::fs::create_dir_all(source.join("firmware")).expect("mkdir");
     std::fs::write(source.join("10-nav.yaml"), nav(&version.to_string(), crash)).expect("write");
-    std::fs::write(source.join("20-map-store.yaml"), MAP_STORE).expect("write");
+    std::fs::write(source.join("20-map-store.yaml"), deployment("map-store", "1", "exec sleep 1000")).expect("write");
     std::fs::write(source.join("firmware/brake.bin"), firmware(version)).expect("write");
     std::fs::write(
         source.join("firmware/brake.bin.meta.json"),
