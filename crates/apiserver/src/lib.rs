@@ -15,6 +15,7 @@ mod apply;
 mod discovery;
 mod http;
 mod lifecycle;
+mod metrics;
 mod objects;
 mod registry;
 mod routes;
@@ -54,6 +55,7 @@ pub(crate) struct State {
     /// The registry's content store (`DATA_DIR/content`).
     pub content: images::ContentStore,
     pub data_dir: PathBuf,
+    pub metrics: metrics::Metrics,
 }
 
 impl State {
@@ -110,6 +112,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         server_address: local_addr.to_string(),
         content,
         data_dir: config.data_dir.clone(),
+        metrics: metrics::Metrics::new(),
     });
     state.refresh_registry().context("cannot read the stored CRDs")?;
     // Serve first: the API answers while the first-start chores below run.
@@ -171,7 +174,23 @@ async fn dispatch(state: Arc<State>, req: hyper::Request<hyper::body::Incoming>)
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = Query::parse(req.uri().query());
-    let reply = match routes::parse(&path) {
+    let route = routes::parse(&path);
+    let counted = match &route {
+        Route::Resource(target) => Some(metrics::RequestLabels {
+            verb: metrics::verb(&method, target.name.is_some(), query.flag("watch")),
+            group: target.group.clone(),
+            resource: target.plural.clone(),
+            subresource: target.subresource.clone().unwrap_or_default(),
+            code: String::new(),
+        }),
+        _ => None,
+    };
+    let reply = match route {
+        Route::Metrics => {
+            let accept = req.headers().get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let (content_type, body) = state.metrics.render(&state, accept);
+            http::bytes_reply(200, content_type, body)
+        }
         Route::Version => discovery::version(),
         Route::Health => http::bytes_reply(200, "text/plain", "ok"),
         Route::CoreVersions => discovery::core_versions(&state),
@@ -185,6 +204,10 @@ async fn dispatch(state: Arc<State>, req: hyper::Request<hyper::body::Incoming>)
         Route::Registry(rest) => registry::handle(&state, req, &rest).await,
         Route::NotFound => error_reply(&api::ApiError::no_route()),
     };
+    if let Some(mut labels) = counted {
+        labels.code = reply.status().as_u16().to_string();
+        state.metrics.observe(labels, started.elapsed().as_secs_f64());
+    }
     tracing::debug!(%method, %path, status = reply.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
     reply
 }

@@ -6,6 +6,8 @@
 pub enum Route {
     Version,
     Health,
+    /// Prometheus metrics.
+    Metrics,
     CoreVersions,
     Groups,
     Group(String),
@@ -43,6 +45,7 @@ pub fn parse(path: &str) -> Route {
     let segments: Vec<&str> = trimmed.split('/').filter(|s| !s.is_empty()).collect();
     match segments.as_slice() {
         ["version"] => Route::Version,
+        ["metrics"] => Route::Metrics,
         ["healthz" | "readyz" | "livez", ..] => Route::Health,
         ["api"] => Route::CoreVersions,
         ["apis"] => Route::Groups,

@@ -49,6 +49,7 @@ pub async fn serve(ctx: Ctx) -> Result<Reply, ApiError> {
     };
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     tokio::spawn(async move {
+        let _watching = ctx.state.metrics.watching(&ctx.rt.group, &ctx.rt.plural);
         let mut stream = Stream { ctx, tx, selectors, prefix, first_table: true };
         stream.run(initial, start_rv, send_initial == Some(true), bookmarks, timeout).await;
     });
