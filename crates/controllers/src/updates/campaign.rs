@@ -76,8 +76,7 @@ pub async fn step(client: &Client, config: &Config, campaign: &Value) -> Result<
                     }
                     progress(client, name, done + 1, total).await?;
                 }
-                let staging =
-                    json!({"pushed": true, "images": prefetch.into_images(), "startedAt": api::meta::now_rfc3339()});
+                let staging = json!({"pushed": true, "tags": prefetch.tags(), "images": prefetch.into_images(), "startedAt": api::meta::now_rfc3339()});
                 patch_status(client, CAMPAIGNS, name, json!({"staging": staging})).await?;
                 return Ok(Some(Duration::ZERO));
             }
@@ -156,12 +155,7 @@ async fn nodes_staged(client: &Client, campaign: &Value) -> Result<NodeStaging, 
     let mut waiting = Vec::new();
     for node in nodes["items"].as_array().into_iter().flatten() {
         let name = api::meta::name_of(node);
-        let ready = node["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True");
-        if !ready || node["metadata"]["labels"]["axle.dev/ecu"] == "true" {
+        if !crate::placement::node_is_ready(node) || node["metadata"]["labels"]["axle.dev/ecu"] == "true" {
             continue;
         }
         match staging["nodes"][name].as_str() {
@@ -335,22 +329,11 @@ pub async fn object_health(client: &Client, live: &Value) -> Result<Health, Upda
     match kind {
         "Deployment" => {
             let status = &live["status"];
-            if status["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "AutoRolledBack" && c["status"] == "True")
+            if let Some(rolled_back) =
+                crate::workloads::condition(live, "AutoRolledBack").filter(|c| c["status"] == "True")
             {
-                return Ok(Health::Failed(format!(
-                    "{name} rolled itself back: {}",
-                    status["conditions"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .find(|c| c["type"] == "AutoRolledBack")
-                        .map(|c| c["message"].as_str().unwrap_or(""))
-                        .unwrap_or("")
-                )));
+                let why = rolled_back["message"].as_str().unwrap_or("");
+                return Ok(Health::Failed(format!("{name} rolled itself back: {why}")));
             }
             if let Some(failing) = failing_pod(client, live).await? {
                 return Ok(Health::Failed(format!("{name}: {failing}")));
@@ -408,11 +391,7 @@ fn pod_health(pod: &Value) -> Health {
         return Health::Failed(format!("{name} failed: {why}"));
     }
     let runs_once = pod["spec"]["restartPolicy"] == "Never";
-    let ready = pod["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True");
+    let ready = crate::workloads::is_ready(pod);
     if runs_once {
         match phase {
             "Succeeded" => Health::Healthy,

@@ -49,6 +49,33 @@ pub struct Target {
     pub length: u64,
     pub custom: Value,
     pub staged: PathBuf,
+    /// For image targets once staged: what the registry holds of them (from the campaign's
+    /// status), so later steps need not read the image archive again.
+    pub images: Vec<StagedImage>,
+}
+
+/// An image of an image target, pushed by digest while staging; its tag moves on activation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedImage {
+    pub repository: String,
+    pub tag: String,
+    pub digest: String,
+}
+
+impl StagedImage {
+    fn to_json(&self) -> Value {
+        json!({"repository": self.repository, "tag": self.tag, "digest": self.digest})
+    }
+
+    /// `repository:tag`.
+    fn reference(&self) -> String {
+        format!("{}:{}", self.repository, self.tag)
+    }
+
+    fn from_json(value: &Value) -> Option<StagedImage> {
+        let field = |name: &str| value[name].as_str().map(String::from);
+        Some(StagedImage { repository: field("repository")?, tag: field("tag")?, digest: field("digest")? })
+    }
 }
 
 /// What a health check found.
@@ -71,7 +98,14 @@ pub fn of_campaign(config: &Config, campaign: &Value) -> Result<Vec<Target>, Upd
             .as_str()
             .and_then(Kind::parse)
             .ok_or_else(|| UpdateError::Target(format!("target {target_name}: unknown kind {}", spec["kind"])))?;
+        let images = campaign["status"]["staging"]["tags"][&target_name]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(StagedImage::from_json)
+            .collect();
         targets.push(Target {
+            images,
             staged: staged.join(&target_name),
             name: target_name,
             kind,
@@ -123,6 +157,14 @@ async fn get_optional(client: &Client, path: &str) -> Result<Option<Value>, Clie
 // ---------------------------------------------------------------------------------------------
 // images
 
+/// The images staging recorded for an image target.
+fn staged_images(target: &Target) -> Result<&[StagedImage], UpdateError> {
+    if target.images.is_empty() {
+        return Err(UpdateError::Target(format!("image target {} was not staged", target.name)));
+    }
+    Ok(&target.images)
+}
+
 fn images_of(target: &Target) -> Result<images::import::Source, UpdateError> {
     images::import::read(&target.staged, target.custom["reference"].as_str())
         .map_err(|e| UpdateError::Target(format!("target {}: {e}", target.name)))
@@ -172,7 +214,9 @@ pub async fn stage(client: &Client, target: &Target) -> Result<Prefetch, UpdateE
             let source = images_of(target)?;
             for image in &source.images {
                 let digest = client.push_image_content(image).await?;
-                prefetch.brought.push((tag_key(&image.reference), format!("{}@{digest}", image.reference.repository)));
+                let repository = image.reference.repository.clone();
+                let tag = image.reference.tag.clone().unwrap_or_else(|| "latest".into());
+                prefetch.brought.push((target.name.clone(), StagedImage { repository, tag, digest }));
             }
         }
         Kind::Manifest => {
@@ -216,9 +260,9 @@ pub struct Prefetch {
     images: Vec<String>,
     /// Images ECU pods name: the gateway's to pull, not the agents'.
     firmware: Vec<String>,
-    /// The bundle's own images: (`repository:tag`, `repository@digest`). Their tags still name
-    /// the old image until activation, so they are pulled by digest.
-    brought: Vec<(String, String)>,
+    /// The bundle's own images, by target. Their tags still name the old image until
+    /// activation, so they are pulled by digest.
+    brought: Vec<(String, StagedImage)>,
 }
 
 impl Prefetch {
@@ -228,29 +272,46 @@ impl Prefetch {
         self.brought.extend(other.brought);
     }
 
+    /// What each image target put into the registry (`status.staging.tags`).
+    pub fn tags(&self) -> Value {
+        let mut tags = serde_json::Map::new();
+        for (target, image) in &self.brought {
+            let entry = tags.entry(target.clone()).or_insert_with(|| json!([]));
+            if let Some(list) = entry.as_array_mut() {
+                list.push(image.to_json());
+            }
+        }
+        Value::Object(tags)
+    }
+
     /// The images agents pull: the bundle's own by digest (unless they are ECU firmware), the
     /// others its pods name by reference.
     pub fn into_images(self) -> Vec<String> {
-        let key = |image: &str| images::Reference::parse(image).ok().map(|r| tag_key(&r));
+        let key = |image: &str| {
+            images::Reference::parse(image)
+                .ok()
+                .map(|r| format!("{}:{}", r.repository, r.tag.as_deref().unwrap_or("latest")))
+        };
         let firmware: Vec<Option<String>> = self.firmware.iter().map(|f| key(f)).collect();
         let mut pulled: Vec<String> = self
             .brought
             .iter()
-            .filter(|(tag, _)| !firmware.contains(&Some(tag.clone())))
-            .map(|(_, by_digest)| by_digest.clone())
+            .filter(|(_, image)| !firmware.contains(&Some(image.reference())))
+            .map(|(_, image)| format!("{}@{}", image.repository, image.digest))
             .collect();
-        pulled.extend(self.images.into_iter().filter(|image| match key(image) {
-            Some(tag) => !self.brought.iter().any(|(brought, _)| *brought == tag),
-            None => false,
-        }));
+        pulled.extend(
+            self.images
+                .iter()
+                .filter(|image| match key(image) {
+                    Some(tag) => !self.brought.iter().any(|(_, brought)| brought.reference() == tag),
+                    None => false,
+                })
+                .cloned(),
+        );
         pulled.sort();
         pulled.dedup();
         pulled
     }
-}
-
-fn tag_key(reference: &images::Reference) -> String {
-    format!("{}:{}", reference.repository, reference.tag.as_deref().unwrap_or("latest"))
 }
 
 /// The images a Pod or a workload's pod template names: (container images, ECU firmware).
@@ -288,10 +349,8 @@ pub async fn remember(
                 }
             }
             Kind::Image => {
-                for image in &images_of(target)?.images {
-                    let repository = &image.reference.repository;
-                    let tag = image.reference.tag.clone().unwrap_or_else(|| "latest".into());
-                    let before = match client.fetch_manifest(repository, &tag).await {
+                for StagedImage { repository, tag, .. } in staged_images(target)? {
+                    let before = match client.fetch_manifest(repository, tag).await {
                         Ok(m) => json!({"manifest": String::from_utf8_lossy(&m.bytes), "mediaType": m.media_type}),
                         Err(e) if e.is_not_found() => Value::Null,
                         Err(e) => return Err(e.into()),
@@ -316,11 +375,9 @@ pub async fn remember(
 pub async fn activate(client: &Client, config: &Config, target: &Target) -> Result<(), UpdateError> {
     match target.kind {
         Kind::Image => {
-            for image in &images_of(target)?.images {
-                let manifest =
-                    images::Manifest::parse(&image.manifest).map_err(|e| UpdateError::Target(e.to_string()))?;
-                let tag = image.reference.tag.as_deref().unwrap_or("latest");
-                client.push_manifest(&image.reference.repository, tag, &image.manifest, &manifest.media_type).await?;
+            for image in staged_images(target)? {
+                let manifest = client.fetch_manifest(&image.repository, &image.digest).await?;
+                client.push_manifest(&image.repository, &image.tag, &manifest.bytes, &manifest.media_type).await?;
             }
         }
         Kind::File => install_file(&target.staged, &install_path(config, target)?)?,
@@ -343,13 +400,11 @@ pub async fn activate(client: &Client, config: &Config, target: &Target) -> Resu
 pub async fn health(client: &Client, config: &Config, target: &Target) -> Result<Health, UpdateError> {
     match target.kind {
         Kind::Image => {
-            for image in &images_of(target)?.images {
-                let tag = image.reference.tag.as_deref().unwrap_or("latest");
-                let digest =
-                    images::Manifest::parse(&image.manifest).map_err(|e| UpdateError::Target(e.to_string()))?.digest;
-                let found = client.fetch_manifest(&image.reference.repository, tag).await?;
-                if found.digest.as_deref() != Some(digest.as_str()) {
-                    return Ok(Health::Failed(format!("{} does not resolve to {digest}", image.reference)));
+            for image in staged_images(target)? {
+                let found = client.fetch_manifest(&image.repository, &image.tag).await?;
+                if found.digest.as_deref() != Some(image.digest.as_str()) {
+                    let (repository, tag, digest) = (&image.repository, &image.tag, &image.digest);
+                    return Ok(Health::Failed(format!("{repository}:{tag} does not resolve to {digest}")));
                 }
             }
             Ok(Health::Healthy)
