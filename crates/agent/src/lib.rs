@@ -7,6 +7,7 @@
 //! the API, what it reports it wrote there.
 
 mod containers;
+mod endpoint;
 mod images;
 mod logs;
 mod machine;
@@ -14,6 +15,7 @@ mod node;
 mod pods;
 mod prestage;
 mod probes;
+mod stats;
 mod supervisor;
 
 pub use node::{Agent, Config};

@@ -1,65 +1,33 @@
-//! The agent's log endpoint: the API server fetches container logs here to answer
-//! `kubectl logs` (`GET /containerLogs/{namespace}/{pod}/{container}` with `tailLines`,
-//! `timestamps`, `follow`, `sinceSeconds`, `previous`), as it does from a kubelet.
+//! Container logs for `kubectl logs`: the API server fetches them from the agent's endpoint
+//! (`GET /containerLogs/{namespace}/{pod}/{container}` with `tailLines`, `timestamps`,
+//! `follow`, `sinceSeconds`, `previous`), as it does from a kubelet.
 //!
 //! Logs are stored per container start (`<restart>.log`, rotated to `.log.1`) in the CRI
-//! format `<timestamp> <stream> F <text>`; this endpoint turns them back into the text the
-//! workload wrote. It speaks minimal HTTP/1.0: one request per connection, the body ends with
-//! the connection. (Authentication of the channel comes with TLS on the API.)
+//! format `<timestamp> <stream> F <text>`; this turns them back into the text the workload
+//! wrote.
 
+use crate::endpoint::reply;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
-/// Serves until `shutdown` fires.
-pub async fn serve(listener: TcpListener, data_dir: PathBuf, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let data_dir = data_dir.clone();
-                let shutdown = shutdown.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = handle(stream, &data_dir, shutdown).await {
-                        tracing::debug!(error = %e, "log request ended with an error");
-                    }
-                });
-            }
-            _ = shutdown.changed() => return,
-        }
-    }
-}
-
-async fn handle(
-    mut stream: TcpStream,
+/// Answers one log request.
+pub async fn container_logs(
+    stream: &mut TcpStream,
     data_dir: &Path,
+    [namespace, pod, container]: [&str; 3],
+    query: &HashMap<&str, &str>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 || head.len() > 16 * 1024 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let head = String::from_utf8_lossy(&head);
-    let target = head.split_whitespace().nth(1).unwrap_or("");
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let query: HashMap<&str, &str> = query.split('&').filter_map(|kv| kv.split_once('=')).collect();
     let flag = |k: &str| matches!(query.get(k), Some(&("true" | "1" | "True")));
-    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let ["containerLogs", namespace, pod, container] = parts.as_slice() else {
-        return reply(&mut stream, "404 Not Found", "no such endpoint\n").await;
-    };
     let Some(files) = log_files(data_dir, namespace, pod, container, flag("previous")) else {
         let what = if flag("previous") { "previous terminated container" } else { "container" };
         return reply(
-            &mut stream,
+            stream,
             "404 Not Found",
+            "text/plain",
             &format!("{what} {container:?} in pod {namespace}/{pod} has no logs on this node\n"),
         )
         .await;
@@ -110,10 +78,6 @@ async fn handle(
             }
         }
     }
-}
-
-async fn reply(stream: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
-    stream.write_all(format!("HTTP/1.0 {status}\r\nContent-Type: text/plain\r\n\r\n{body}").as_bytes()).await
 }
 
 /// A CRI log line as the workload wrote it (with its timestamp if asked), if it is not older

@@ -43,27 +43,30 @@ impl Agent {
     pub async fn run(&self, shutdown: tokio::sync::watch::Receiver<bool>) -> Result<(), AgentError> {
         let node_ip =
             address_towards(&self.client.config().server).map_or_else(|| "127.0.0.1".to_string(), |ip| ip.to_string());
-        // The log endpoint listens on the node's address; its port is published in the Node's
-        // `daemonEndpoints`, where the API server looks for it.
+        // The agent's endpoint (logs, metrics, stats) listens on the node's address; its port is
+        // published in the Node's `daemonEndpoints`, where the API server looks for it.
         let listener = tokio::net::TcpListener::bind((node_ip.as_str(), 0))
             .await
-            .map_err(|e| AgentError::Config(format!("cannot listen for log requests on {node_ip}: {e}")))?;
+            .map_err(|e| AgentError::Config(format!("cannot listen for log and metrics requests on {node_ip}: {e}")))?;
         let log_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         let images = crate::images::ImageCache::open(self.client.clone(), &self.config.data_dir)
             .map_err(|e| AgentError::Config(format!("cannot open the node's content store: {e}")))?;
         let images = Arc::new(images);
+        let stats = Arc::new(crate::stats::Stats::new(&self.config.node_name));
         let pods = crate::pods::PodLoop::new(
             self.client.clone(),
             self.config.node_name.clone(),
             self.config.data_dir.clone(),
             node_ip,
             images.clone(),
+            stats.clone(),
         );
-        let logs = crate::logs::serve(listener, self.config.data_dir.clone(), shutdown.clone());
+        let endpoint = crate::endpoint::serve(listener, self.config.data_dir.clone(), stats.clone(), shutdown.clone());
+        let sampler = stats.sample(shutdown.clone());
         let prestage =
             crate::prestage::run(self.client.clone(), self.config.node_name.clone(), images, shutdown.clone());
-        let (heartbeat, (), (), ()) =
-            tokio::join!(self.heartbeat(shutdown.clone(), log_port), pods.run(shutdown), logs, prestage);
+        let (heartbeat, (), (), (), ()) =
+            tokio::join!(self.heartbeat(shutdown.clone(), log_port), pods.run(shutdown), endpoint, sampler, prestage);
         heartbeat
     }
 

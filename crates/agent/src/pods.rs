@@ -6,6 +6,7 @@
 //! starts what it ran before (edge autonomy) and reconciles once the server is back.
 
 use crate::images::ImageCache;
+use crate::stats::Stats;
 use crate::supervisor::{Supervisor, SupervisorHandle};
 use crate::AgentError;
 use client::Client;
@@ -21,6 +22,7 @@ pub struct PodLoop {
     data_dir: PathBuf,
     node_ip: String,
     images: Arc<ImageCache>,
+    stats: Arc<Stats>,
     running: HashMap<String, SupervisorHandle>,
     /// What was last persisted (pods' identities and specs), so status changes write nothing.
     persisted: String,
@@ -37,8 +39,9 @@ impl PodLoop {
         data_dir: PathBuf,
         node_ip: String,
         images: Arc<ImageCache>,
+        stats: Arc<Stats>,
     ) -> PodLoop {
-        PodLoop { client, node, data_dir, node_ip, images, running: HashMap::new(), persisted: String::new() }
+        PodLoop { client, node, data_dir, node_ip, images, stats, running: HashMap::new(), persisted: String::new() }
     }
 
     fn state_file(&self) -> PathBuf {
@@ -149,6 +152,7 @@ impl PodLoop {
                         self.data_dir.clone(),
                         self.node_ip.clone(),
                         self.images.clone(),
+                        self.stats.clone(),
                     );
                     self.running.insert(uid, supervisor.spawn());
                 }

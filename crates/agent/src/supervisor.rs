@@ -5,6 +5,7 @@
 use crate::containers::PodContext;
 use crate::images::ImageCache;
 use crate::probes::{Probe, Probes};
+use crate::stats::{PodStats, Stats};
 use client::Client;
 use runtime::{Container, ContainerSpec, Exit};
 use serde_json::{json, Value};
@@ -26,6 +27,7 @@ pub struct Supervisor {
     data_dir: PathBuf,
     node_ip: String,
     images: Arc<ImageCache>,
+    stats: PodStats,
     /// When this agent started the pod (its `status.startTime` unless the pod already has one).
     started_at: String,
 }
@@ -97,8 +99,10 @@ impl Supervisor {
         data_dir: PathBuf,
         node_ip: String,
         images: Arc<ImageCache>,
+        stats: Arc<Stats>,
     ) -> Supervisor {
-        Supervisor { client, pod, data_dir, node_ip, images, started_at: api::meta::now_rfc3339() }
+        let stats = PodStats::new(stats, &pod);
+        Supervisor { client, pod, data_dir, node_ip, images, stats, started_at: api::meta::now_rfc3339() }
     }
 
     fn context(&self) -> PodContext {
@@ -108,7 +112,11 @@ impl Supervisor {
     pub fn spawn(self) -> SupervisorHandle {
         let (pod_tx, pod_rx) = watch::channel(self.pod.clone());
         let (stop_tx, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(self.run(pod_rx, stop_rx));
+        let stats = self.stats.clone();
+        let task = tokio::spawn(async move {
+            self.run(pod_rx, stop_rx).await;
+            stats.forget();
+        });
         SupervisorHandle { pod: pod_tx, stop: stop_tx, task }
     }
 
@@ -160,6 +168,7 @@ impl Supervisor {
                     policy,
                     pod: name.clone(),
                     runtime: runtime.clone(),
+                    stats: self.stats.clone(),
                 };
                 let prepared =
                     prepare_and_run(self.context(), self.images.clone(), workload, events_tx.clone(), halt_rx.clone());
@@ -390,12 +399,14 @@ struct Workload {
     /// `namespace/name`, for logs and messages.
     pod: String,
     runtime: String,
+    stats: PodStats,
 }
 
 /// Where a container's runner reports, and what tells it to stop.
 #[derive(Clone)]
 struct Channels {
     pod: String,
+    stats: PodStats,
     events: mpsc::Sender<(usize, ContainerStatus)>,
     halt: watch::Receiver<Option<Duration>>,
 }
@@ -421,7 +432,7 @@ async fn prepare_and_run(
     loop {
         match prepare(&ctx, &images, &workload).await {
             Ok(prepared) => {
-                let channels = Channels { pod: workload.pod.clone(), events, halt };
+                let channels = Channels { pod: workload.pod.clone(), stats: workload.stats.clone(), events, halt };
                 return run_workload(prepared, workload, channels).await;
             }
             Err(not_ready) => {
@@ -571,7 +582,7 @@ async fn run_container(
     policy: String,
     channels: Channels,
 ) -> Option<Exit> {
-    let Channels { pod, events, mut halt } = channels;
+    let Channels { pod, stats, events, mut halt } = channels;
     let mut status = ContainerStatus { state: waiting("ContainerCreating", ""), last: None, restarts: 0, image_id };
     let log_dir = spec.log_path.parent().map(PathBuf::from).unwrap_or_default();
     loop {
@@ -592,6 +603,7 @@ async fn run_container(
                 Exit { code: 128, signal: None, oom_killed: false }
             }
             Ok(mut container) => {
+                stats.started(&spec.name, container.usage_source(), status.restarts);
                 let unprobed = probes.readiness.is_none() && probes.startup.is_none();
                 status.state = State::Running {
                     started_at: started_at.clone(),
@@ -634,6 +646,7 @@ async fn run_container(
                         container.stop(grace).await
                     }
                 };
+                stats.ended(&spec.name);
                 // Marks this start's log as one of an ended container (see `logs::log_files`).
                 let _ = std::fs::write(log_dir.join(format!("{}.exited", status.restarts)), b"");
                 status.state = State::Terminated {

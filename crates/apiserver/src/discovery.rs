@@ -2,7 +2,7 @@
 //! `kubectl explain` and kubectl's server-side validation read.
 
 use crate::http::{bytes_reply, error_reply, json_reply, Reply};
-use crate::State;
+use crate::{resource_metrics, State};
 use api::resource::BUILTIN_GROUPS;
 use api::ApiError;
 use serde_json::{json, Value};
@@ -49,13 +49,17 @@ pub fn groups(state: &State) -> Reply {
         .iter()
         .map(|g| group_entry(g, &registry.group_versions(g)))
         .filter(|g| g["preferredVersion"].is_object())
+        .chain([group_entry(resource_metrics::GROUP, &[resource_metrics::VERSION.to_string()])])
         .collect();
     json_reply(200, &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
 }
 
 pub fn group(state: &State, group: &str) -> Reply {
     let registry = state.registry();
-    let versions = registry.group_versions(group);
+    let mut versions = registry.group_versions(group);
+    if group == resource_metrics::GROUP {
+        versions = vec![resource_metrics::VERSION.to_string()];
+    }
     if versions.is_empty() {
         return error_reply(&ApiError::no_route());
     }
@@ -72,6 +76,9 @@ pub fn resources(state: &State, group: &str, version: &str) -> Reply {
     if group == "authorization.k8s.io" && version == "v1" {
         resources.push(json!({"name": "selfsubjectaccessreviews", "singularName": "selfsubjectaccessreview",
             "namespaced": false, "kind": "SelfSubjectAccessReview", "verbs": ["create"]}));
+    }
+    if group == resource_metrics::GROUP && version == resource_metrics::VERSION {
+        resources = resource_metrics::discovery_entries();
     }
     if resources.is_empty() {
         return error_reply(&ApiError::no_route());

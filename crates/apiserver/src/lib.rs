@@ -11,6 +11,7 @@
 //! HTTP: it is the only one that knows about requests and responses.
 
 mod admission;
+mod agents;
 mod apply;
 mod discovery;
 mod http;
@@ -18,6 +19,7 @@ mod lifecycle;
 mod metrics;
 mod objects;
 mod registry;
+mod resource_metrics;
 mod routes;
 mod schemas;
 mod uploads;
@@ -200,6 +202,9 @@ async fn dispatch(state: Arc<State>, req: hyper::Request<hyper::body::Incoming>)
         Route::OpenApiV2 => http::bytes_reply(200, "application/octet-stream", ""),
         Route::OpenApiV3Index => discovery::openapi_index(&state),
         Route::OpenApiV3 { path } => discovery::openapi_document(&state, &path),
+        Route::Resource(target) if target.group == resource_metrics::GROUP => {
+            resource_metrics::handle(&state, &method, &target, &query).await
+        }
         Route::Resource(target) => objects::handle(state.clone(), req, target, query).await,
         Route::Registry(rest) => registry::handle(&state, req, &rest).await,
         Route::NotFound => error_reply(&api::ApiError::no_route()),

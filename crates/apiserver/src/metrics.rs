@@ -13,7 +13,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
-use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -78,9 +77,7 @@ pub struct Metrics {
     nodes: Family<NodeLabels, Gauge>,
     campaigns: Family<PhaseLabels, Gauge>,
     store_size: Gauge,
-    cpu_seconds: Counter<f64, AtomicU64>,
-    resident: Gauge,
-    written: Counter,
+    process: telemetry::exposition::ProcessMetrics,
 }
 
 impl Metrics {
@@ -109,40 +106,8 @@ impl Metrics {
         registry.register("axle_campaigns", "Update campaigns by phase", campaigns.clone());
         let store_size = Gauge::default();
         registry.register_with_unit("axle_store_size", "Size of the store file", Unit::Bytes, store_size.clone());
-        let cpu_seconds = Counter::<f64, AtomicU64>::default();
-        registry.register_with_unit(
-            "process_cpu",
-            "CPU time of the server process",
-            Unit::Seconds,
-            cpu_seconds.clone(),
-        );
-        let resident = Gauge::default();
-        registry.register_with_unit(
-            "process_resident_memory",
-            "Resident memory of the server process",
-            Unit::Bytes,
-            resident.clone(),
-        );
-        let written = Counter::default();
-        registry.register_with_unit(
-            "axle_disk_written",
-            "Bytes the server process caused to be written to storage (store, content, state)",
-            Unit::Bytes,
-            written.clone(),
-        );
-        Metrics {
-            registry,
-            requests,
-            latency,
-            watchers,
-            pods,
-            nodes,
-            campaigns,
-            store_size,
-            cpu_seconds,
-            resident,
-            written,
-        }
+        let process = telemetry::exposition::ProcessMetrics::register(&mut registry, "server");
+        Metrics { registry, requests, latency, watchers, pods, nodes, campaigns, store_size, process }
     }
 
     /// Counts one answered request.
@@ -166,21 +131,11 @@ impl Metrics {
         Watching(gauge)
     }
 
-    /// The exposition, with the car's state read now: OpenMetrics when the scraper asks for it
-    /// (Prometheus does), else the classic text format (0.0.4) that `promtool` and older
-    /// scrapers read. Returns (content type, body).
+    /// The exposition, with the car's state read now. Returns (content type, body).
     pub fn render(&self, state: &State, accept: &str) -> (&'static str, String) {
         self.read_state(state);
-        self.read_process();
-        let mut text = String::new();
-        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
-            tracing::warn!("cannot encode the metrics");
-        }
-        if accept.contains("application/openmetrics-text") {
-            ("application/openmetrics-text; version=1.0.0; charset=utf-8", text)
-        } else {
-            ("text/plain; version=0.0.4; charset=utf-8", classic_text(&text))
-        }
+        self.process.refresh();
+        telemetry::exposition::render(&self.registry, accept)
     }
 
     fn read_state(&self, state: &State) {
@@ -216,50 +171,6 @@ impl Metrics {
         let size = std::fs::metadata(state.data_dir.join("store.redb")).map(|m| m.len()).unwrap_or(0);
         self.store_size.set(i64::try_from(size).unwrap_or(i64::MAX));
     }
-
-    fn read_process(&self) {
-        let field = |file: &str, name: &str| -> Option<u64> {
-            let text = std::fs::read_to_string(format!("/proc/self/{file}")).ok()?;
-            text.lines().find_map(|l| l.strip_prefix(name))?.split_whitespace().next()?.parse().ok()
-        };
-        if let Some(kib) = field("status", "VmRSS:") {
-            self.resident.set(i64::try_from(kib * 1024).unwrap_or(i64::MAX));
-        }
-        if let Some(bytes) = field("io", "write_bytes:") {
-            self.written.inc_by(bytes.saturating_sub(self.written.get()));
-        }
-        // utime and stime, in clock ticks (100 per second on Linux), fields 14 and 15.
-        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-        let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-        let ticks: u64 = after_name.split_whitespace().skip(11).take(2).filter_map(|t| t.parse::<u64>().ok()).sum();
-        let seconds = ticks as f64 / 100.0;
-        let delta = seconds - self.cpu_seconds.get();
-        if delta > 0.0 {
-            self.cpu_seconds.inc_by(delta);
-        }
-    }
-}
-
-/// OpenMetrics → the classic text format: counters are named with their `_total` in HELP and
-/// TYPE, and the `# UNIT` and `# EOF` lines go.
-fn classic_text(openmetrics: &str) -> String {
-    let lines: Vec<&str> = openmetrics.lines().collect();
-    let mut out = String::with_capacity(openmetrics.len());
-    for (i, line) in lines.iter().enumerate() {
-        if line.starts_with("# UNIT ") || *line == "# EOF" {
-            continue;
-        }
-        let family =
-            line.strip_prefix("# HELP ").or_else(|| line.strip_prefix("# TYPE ")).and_then(|r| r.split(' ').next());
-        let counter =
-            family.is_some_and(|name| lines[i..].iter().take(2).any(|l| *l == format!("# TYPE {name} counter")));
-        match family {
-            Some(name) if counter => out.push_str(&line.replacen(name, &format!("{name}_total"), 1)),
-            _ => out.push_str(line),
-        }
-        out.push('\n');
-    }
-    out
 }
 
 /// The Kubernetes verb of a request: GET, LIST, WATCH, POST, PUT, PATCH, DELETE.

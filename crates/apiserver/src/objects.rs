@@ -542,7 +542,7 @@ pub async fn update_scale(ctx: &Ctx, name: &str, scale: Value) -> Result<Reply, 
 /// `pods/NAME/log`: fetched from the agent of the pod's node (its log endpoint is published in
 /// the Node's `daemonEndpoints`) and streamed back as text, also with `follow`.
 async fn pod_log(ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let pod = load(ctx, name)?;
     let containers: Vec<&str> = ["initContainers", "containers"]
         .iter()
@@ -570,18 +570,6 @@ async fn pod_log(ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
         .get(&store::key("core/nodes", "", node_name))
         .map_err(store_error)?
         .ok_or_else(|| ApiError::bad_request(format!("node {node_name:?} of pod {name:?} is not registered")))?;
-    let address = node["status"]["addresses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|a| a["type"] == "InternalIP")
-        .and_then(|a| a["address"].as_str())
-        .unwrap_or("127.0.0.1")
-        .to_string();
-    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_u64().unwrap_or(0);
-    if port == 0 {
-        return Err(ApiError::bad_request(format!("the agent of node {node_name:?} publishes no log endpoint")));
-    }
     let mut query: Vec<String> = Vec::new();
     for key in ["tailLines", "timestamps", "follow", "sinceSeconds", "previous"] {
         if let Some(v) = ctx.query.get(key) {
@@ -589,38 +577,15 @@ async fn pod_log(ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
         }
     }
     let namespace = ctx.namespace.as_deref().unwrap_or("");
-    let request = format!(
-        "GET /containerLogs/{namespace}/{name}/{container}?{} HTTP/1.0\r\nHost: {address}\r\n\r\n",
-        query.join("&")
-    );
-    let unreachable = |e: std::io::Error| {
-        ApiError::unavailable(format!("cannot reach the agent of node {node_name:?} at {address}:{port}: {e}"))
-    };
-    let connect = tokio::net::TcpStream::connect((address.as_str(), port as u16));
-    let mut stream = tokio::time::timeout(std::time::Duration::from_secs(5), connect)
-        .await
-        .map_err(|_| ApiError::unavailable(format!("the agent of node {node_name:?} did not answer in time")))?
-        .map_err(unreachable)?;
-    stream.write_all(request.as_bytes()).await.map_err(unreachable)?;
-    let mut head = Vec::new();
-    let mut buf = vec![0u8; 16 * 1024];
-    let body_start = loop {
-        let n = stream.read(&mut buf).await.map_err(unreachable)?;
-        if n == 0 {
-            return Err(ApiError::unavailable(format!("the agent of node {node_name:?} closed the log request")));
-        }
-        head.extend_from_slice(&buf[..n]);
-        if let Some(pos) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-            break pos + 4;
-        }
-    };
-    let status_line = String::from_utf8_lossy(&head[..body_start]).lines().next().unwrap_or("").to_string();
-    let first = head.split_off(body_start);
+    let path = format!("/containerLogs/{namespace}/{name}/{container}?{}", query.join("&"));
+    let mut stream = crate::agents::request(&node, &path).await?;
+    let (status_line, first) = crate::agents::read_head(&mut stream, node_name).await?;
     if !status_line.contains(" 200 ") {
         let mut rest = first;
         let _ = stream.read_to_end(&mut rest).await;
         return Err(ApiError::bad_request(String::from_utf8_lossy(&rest).trim().to_string()));
     }
+    let mut buf = vec![0u8; 16 * 1024];
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
     tokio::spawn(async move {
         if !first.is_empty() && tx.send(bytes::Bytes::from(first)).await.is_err() {

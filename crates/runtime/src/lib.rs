@@ -11,8 +11,10 @@
 mod logs;
 mod oci;
 mod process;
+mod usage;
 
 pub use logs::LogFile;
+pub use usage::{node_usage, Usage, UsageSource};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -131,6 +133,15 @@ impl Container {
         match self {
             Container::Process(c) => c.pid(),
             Container::Oci(c) => c.pid(),
+        }
+    }
+
+    /// Where this container's CPU and memory usage is read.
+    pub fn usage_source(&self) -> UsageSource {
+        match self {
+            // Started as the leader of its own process group.
+            Container::Process(c) => UsageSource::ProcessGroup(c.pid()),
+            Container::Oci(c) => UsageSource::Cgroup(c.cgroup_path().to_string()),
         }
     }
 

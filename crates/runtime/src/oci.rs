@@ -179,6 +179,10 @@ impl OciContainer {
         self.pid
     }
 
+    pub fn cgroup_path(&self) -> &str {
+        &self.options.cgroup_path
+    }
+
     pub fn id(&self) -> &str {
         &self.options.id
     }

@@ -1,0 +1,86 @@
+//! Requests to node agents: the server reaches an agent at its Node's InternalIP and the port
+//! published in `daemonEndpoints.kubeletEndpoint` (logs, usage summaries), as it would a kubelet.
+
+use api::ApiError;
+use serde_json::Value;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A node's agent endpoint: (address, port), if it publishes one.
+pub fn endpoint(node: &Value) -> Option<(String, u16)> {
+    let address = node["status"]["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["type"] == "InternalIP")
+        .and_then(|a| a["address"].as_str())
+        .unwrap_or("127.0.0.1")
+        .to_string();
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_u64()?;
+    Some((address, u16::try_from(port).ok().filter(|p| *p != 0)?))
+}
+
+/// Sends `GET path` to the node's agent; the stream is positioned after the request.
+pub async fn request(node: &Value, path: &str) -> Result<TcpStream, ApiError> {
+    let name = api::meta::name_of(node);
+    let (address, port) = endpoint(node)
+        .ok_or_else(|| ApiError::bad_request(format!("the agent of node {name:?} publishes no endpoint")))?;
+    let unreachable = |e: std::io::Error| {
+        ApiError::unavailable(format!("cannot reach the agent of node {name:?} at {address}:{port}: {e}"))
+    };
+    let connect = TcpStream::connect((address.as_str(), port));
+    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        .await
+        .map_err(|_| ApiError::unavailable(format!("the agent of node {name:?} did not answer in time")))?
+        .map_err(unreachable)?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.map_err(unreachable)?;
+    Ok(stream)
+}
+
+/// Reads an agent's answer up to its body: (status line, the body bytes read so far).
+pub async fn read_head(stream: &mut TcpStream, node_name: &str) -> Result<(String, Vec<u8>), ApiError> {
+    let failed = |what: String| ApiError::unavailable(format!("the agent of node {node_name:?} {what}"));
+    let mut head = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    let body_start = loop {
+        let n = stream.read(&mut buf).await.map_err(|e| failed(format!("failed the request: {e}")))?;
+        if n == 0 {
+            return Err(failed("closed the request".into()));
+        }
+        head.extend_from_slice(&buf[..n]);
+        if let Some(pos) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            break pos + 4;
+        }
+    };
+    let status_line = String::from_utf8_lossy(&head[..body_start]).lines().next().unwrap_or("").to_string();
+    let body = head.split_off(body_start);
+    Ok((status_line, body))
+}
+
+/// `GET path` on the node's agent, whole: its JSON answer.
+pub async fn get_json(node: &Value, path: &str, timeout: Duration) -> Result<Value, ApiError> {
+    let name = api::meta::name_of(node).to_string();
+    let exchange = async {
+        let mut stream = request(node, path).await?;
+        let (status_line, mut body) = read_head(&mut stream, &name).await?;
+        stream
+            .read_to_end(&mut body)
+            .await
+            .map_err(|e| ApiError::unavailable(format!("the agent of node {name:?} failed the request: {e}")))?;
+        if !status_line.contains(" 200 ") {
+            return Err(ApiError::unavailable(format!(
+                "the agent of node {name:?} answered {status_line}: {}",
+                String::from_utf8_lossy(&body).trim()
+            )));
+        }
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::unavailable(format!("the agent of node {name:?} sent invalid JSON: {e}")))
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| ApiError::unavailable(format!("the agent of node {name:?} did not answer in time")))?
+}
