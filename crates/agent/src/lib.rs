@@ -9,6 +9,7 @@
 mod containers;
 mod endpoint;
 mod images;
+mod log_tail;
 mod logs;
 mod machine;
 mod node;
@@ -18,7 +19,7 @@ mod probes;
 mod stats;
 mod supervisor;
 
-pub use node::{Agent, Config};
+pub use node::{Agent, Config, Telemetry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {

@@ -17,6 +17,15 @@ pub struct Config {
     pub data_dir: std::path::PathBuf,
     /// How often the Lease is renewed.
     pub heartbeat: Duration,
+    /// OpenTelemetry export of the agent's logs and metrics and its containers' logs.
+    pub telemetry: Option<Telemetry>,
+}
+
+/// Where the agent exports to, and the sink its own logs are captured into.
+#[derive(Debug, Clone)]
+pub struct Telemetry {
+    pub export: telemetry::export::ExportConfig,
+    pub sink: telemetry::export::LogSink,
 }
 
 /// The lease duration announced to the server: how long the node counts as alive after a renewal.
@@ -52,7 +61,8 @@ impl Agent {
         let images = crate::images::ImageCache::open(self.client.clone(), &self.config.data_dir)
             .map_err(|e| AgentError::Config(format!("cannot open the node's content store: {e}")))?;
         let images = Arc::new(images);
-        let stats = Arc::new(crate::stats::Stats::new(&self.config.node_name));
+        let export_metrics = self.config.telemetry.as_ref().map(|_| telemetry::export::ExportMetrics::default());
+        let stats = Arc::new(crate::stats::Stats::new(&self.config.node_name, export_metrics.as_ref()));
         let pods = crate::pods::PodLoop::new(
             self.client.clone(),
             self.config.node_name.clone(),
@@ -65,9 +75,32 @@ impl Agent {
         let sampler = stats.sample(shutdown.clone());
         let prestage =
             crate::prestage::run(self.client.clone(), self.config.node_name.clone(), images, shutdown.clone());
-        let (heartbeat, (), (), (), ()) =
-            tokio::join!(self.heartbeat(shutdown.clone(), log_port), pods.run(shutdown), endpoint, sampler, prestage);
+        let export = self.export(stats.clone(), export_metrics, shutdown.clone());
+        let (heartbeat, (), (), (), (), ()) = tokio::join!(
+            self.heartbeat(shutdown.clone(), log_port),
+            pods.run(shutdown),
+            endpoint,
+            sampler,
+            prestage,
+            export
+        );
         heartbeat
+    }
+
+    /// Exports the agent's logs and metrics and the containers' logs, if configured.
+    async fn export(
+        &self,
+        stats: Arc<crate::stats::Stats>,
+        metrics: Option<telemetry::export::ExportMetrics>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let (Some(config), Some(metrics)) = (&self.config.telemetry, metrics) else { return };
+        let source: telemetry::export::MetricsSource = Box::new(move || stats.metrics("text/plain").1);
+        let exporter =
+            telemetry::export::run(config.export.clone(), config.sink.clone(), metrics, source, shutdown.clone());
+        let tail =
+            crate::log_tail::run(self.config.data_dir.clone(), config.sink.clone(), config.export.interval, shutdown);
+        tokio::join!(exporter, tail);
     }
 
     /// Registers the node and keeps its lease fresh until `shutdown` fires. Connection losses

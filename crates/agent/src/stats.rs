@@ -60,8 +60,12 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn new(node_name: &str) -> Stats {
+    /// `export`: the OTLP exporter's own figures, shown here when the agent exports.
+    pub fn new(node_name: &str, export: Option<&telemetry::export::ExportMetrics>) -> Stats {
         let mut registry = Registry::default();
+        if let Some(export) = export {
+            export.register(&mut registry);
+        }
         let container_cpu = Family::<ContainerKey, Counter<f64, AtomicU64>>::default();
         registry.register_with_unit(
             "container_cpu_usage",
@@ -265,7 +269,7 @@ mod tests {
 
     #[tokio::test]
     async fn this_process_is_measured_as_a_container() {
-        let stats = Stats::new("hpc-1");
+        let stats = Stats::new("hpc-1", None);
         // Any live pid works as a process group source; a cgroup that is not there reads
         // nothing, so it has no series.
         let pid = std::process::id() as i32;

@@ -46,6 +46,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub store: store::Options,
+    /// The OTLP exporter's own figures, shown on `/metrics` when the server exports.
+    pub export_metrics: Option<telemetry::export::ExportMetrics>,
 }
 
 /// Shared state of all request handlers.
@@ -82,9 +84,16 @@ pub struct RunningServer {
     pub kubeconfig: PathBuf,
     stop: signal::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    state: Arc<State>,
 }
 
 impl RunningServer {
+    /// The server's metrics exposition, read when called (for the OTLP exporter).
+    pub fn metrics_source(&self) -> telemetry::export::MetricsSource {
+        let state = self.state.clone();
+        Box::new(move || state.metrics.render(&state, "text/plain").1)
+    }
+
     /// Stops accepting connections, ends open watches cleanly and waits for in-flight requests
     /// (at most a few seconds).
     pub async fn shutdown(self) {
@@ -114,7 +123,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         server_address: local_addr.to_string(),
         content,
         data_dir: config.data_dir.clone(),
-        metrics: metrics::Metrics::new(),
+        metrics: metrics::Metrics::new(config.export_metrics.as_ref()),
     });
     state.refresh_registry().context("cannot read the stored CRDs")?;
     // Serve first: the API answers while the first-start chores below run.
@@ -130,8 +139,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             tracing::warn!(error = %e, "cannot garbage-collect the content store");
         }
     });
-    tokio::spawn(lifecycle::run(state));
-    Ok(RunningServer { local_addr, kubeconfig, stop, task })
+    tokio::spawn(lifecycle::run(state.clone()));
+    Ok(RunningServer { local_addr, kubeconfig, stop, task, state })
 }
 
 async fn accept_loop(listener: TcpListener, state: Arc<State>, mut shutdown: signal::Receiver<bool>) {

@@ -81,8 +81,11 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    pub fn new(export: Option<&telemetry::export::ExportMetrics>) -> Metrics {
         let mut registry = Registry::default();
+        if let Some(export) = export {
+            export.register(&mut registry);
+        }
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "apiserver_request",

@@ -193,6 +193,53 @@ struct AgentArgs {
     /// Seconds between lease renewals.
     #[arg(long, default_value_t = 10)]
     heartbeat_seconds: u64,
+    #[command(flatten)]
+    otlp: OtlpArgs,
+}
+
+/// OpenTelemetry export of this process's logs and metrics (and, from an agent, its
+/// containers' logs).
+#[derive(clap::Args)]
+struct OtlpArgs {
+    /// OTLP/HTTP endpoint to export to (e.g. http://collector:4318); nothing is exported without.
+    #[arg(long)]
+    otlp_endpoint: Option<String>,
+    /// Seconds between log exports.
+    #[arg(long, default_value_t = 5)]
+    otlp_interval_seconds: u64,
+    /// Seconds between metric exports.
+    #[arg(long, default_value_t = 60)]
+    otlp_metrics_interval_seconds: u64,
+    /// Disk the offline buffer may take (KiB); beyond, the oldest telemetry is dropped.
+    #[arg(long, default_value_t = 64 * 1024)]
+    otlp_buffer_kib: u64,
+    /// The vehicle's identity in exported telemetry (`vehicle.id`). [default: the machine id]
+    #[arg(long)]
+    vehicle_id: Option<String>,
+}
+
+impl OtlpArgs {
+    /// The export configuration, if an endpoint is set: `service` names the process, `node`
+    /// the computer; the buffer lives in `DATA_DIR/telemetry`.
+    fn config(&self, service: &str, node: &str, data_dir: &std::path::Path) -> Option<telemetry::export::ExportConfig> {
+        let endpoint = self.otlp_endpoint.clone()?;
+        let vehicle = self.vehicle_id.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/etc/machine-id").map(|id| id.trim().to_string()).unwrap_or_default()
+        });
+        Some(telemetry::export::ExportConfig {
+            endpoint,
+            resource: vec![
+                ("service.name".into(), service.into()),
+                ("service.version".into(), env!("CARGO_PKG_VERSION").into()),
+                ("k8s.node.name".into(), node.into()),
+                ("vehicle.id".into(), vehicle),
+            ],
+            buffer_dir: data_dir.join("telemetry"),
+            buffer_limit: self.otlp_buffer_kib.max(16) * 1024,
+            interval: std::time::Duration::from_secs(self.otlp_interval_seconds.max(1)),
+            metrics_interval: std::time::Duration::from_secs(self.otlp_metrics_interval_seconds.max(1)),
+        })
+    }
 }
 
 #[derive(clap::Args)]
@@ -263,6 +310,8 @@ struct ServerArgs {
     /// Where `file` targets of bundles are installed. [default: DATA_DIR/files]
     #[arg(long)]
     files_dir: Option<PathBuf>,
+    #[command(flatten)]
+    otlp: OtlpArgs,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -277,6 +326,11 @@ fn default_data_dir() -> PathBuf {
     user_data_dir().join("axle")
 }
 
+/// This computer's host name (the server's `k8s.node.name` in exported telemetry).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+}
+
 /// `$XDG_DATA_HOME`, else `~/.local/share`.
 fn user_data_dir() -> PathBuf {
     match std::env::var_os("XDG_DATA_HOME") {
@@ -287,7 +341,8 @@ fn user_data_dir() -> PathBuf {
 
 /// Logs go to stderr; `AXLE_LOG` sets the level, globally (`debug`) or per crate
 /// (`info,apiserver=debug`). Invalid values fall back to `info` with a warning.
-fn init_logging() {
+/// With `capture`, the same events also go to the OTLP exporter's log sink.
+fn init_logging(capture: Option<telemetry::export::LogSink>) {
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
@@ -300,6 +355,7 @@ fn init_logging() {
     };
     tracing_subscriber::registry()
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(capture.map(telemetry::capture::CaptureLayer::new))
         .with(filter)
         .init();
     if invalid {
@@ -318,8 +374,14 @@ fn release_freed_memory() {
 fn main() -> std::process::ExitCode {
     let started = Instant::now();
     let cli = Cli::parse();
-    init_logging();
-    match run(cli, started) {
+    let exports = match &cli.command {
+        Command::Server(args) => args.otlp.otlp_endpoint.is_some(),
+        Command::Agent(args) => args.otlp.otlp_endpoint.is_some(),
+        _ => false,
+    };
+    let log_sink = exports.then(telemetry::export::LogSink::default);
+    init_logging(log_sink.clone());
+    match run(cli, started, log_sink) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("axle: {e:#}");
@@ -328,10 +390,10 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
+fn run(cli: Cli, started: Instant, log_sink: Option<telemetry::export::LogSink>) -> anyhow::Result<()> {
     match cli.command {
-        Command::Server(args) => run_server(args, started),
-        Command::Agent(args) => single_threaded()?.block_on(run_agent(args)),
+        Command::Server(args) => run_server(args, started, log_sink),
+        Command::Agent(args) => single_threaded()?.block_on(run_agent(args, log_sink)),
         Command::Up(args) => {
             let data_dir = args.data_dir.unwrap_or_else(|| user_data_dir().join("axle-up"));
             single_threaded()?.block_on(up::run(data_dir, args.listen))
@@ -429,7 +491,7 @@ async fn ecu_gateway(args: EcuGatewayArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
+async fn run_agent(args: AgentArgs, log_sink: Option<telemetry::export::LogSink>) -> anyhow::Result<()> {
     let config = node_client_config(&args.connection)?;
     let mut labels = std::collections::BTreeMap::new();
     for pair in args.labels.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -437,12 +499,17 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         labels.insert(k.to_string(), v.to_string());
     }
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    let telemetry = match (args.otlp.config("axle-agent", &args.node_name, &args.data_dir), log_sink) {
+        (Some(export), Some(sink)) => Some(agent::Telemetry { export, sink }),
+        _ => None,
+    };
     let agent = agent::Agent::new(
         agent::Config {
             node_name: args.node_name,
             labels,
             data_dir: args.data_dir,
             heartbeat: std::time::Duration::from_secs(args.heartbeat_seconds.max(1)),
+            telemetry,
         },
         client::Client::new(config),
     )?;
@@ -582,7 +649,7 @@ fn read_manifest_sources(source: &std::path::Path) -> anyhow::Result<Vec<(String
     )])
 }
 
-fn run_server(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
+fn run_server(args: ServerArgs, started: Instant, log_sink: Option<telemetry::export::LogSink>) -> anyhow::Result<()> {
     single_threaded()?.block_on(async move {
         let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
         let mut updates = controllers::updates::Config::new(&data_dir);
@@ -594,12 +661,19 @@ fn run_server(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
             controllers::updates::intake::pin_root(&updates, root)
                 .with_context(|| format!("cannot pin the trust root {}", root.display()))?;
         }
+        let export = args.otlp.config("axle-server", &hostname(), &data_dir).zip(log_sink);
+        let export_metrics = export.as_ref().map(|_| telemetry::export::ExportMetrics::default());
         let config = apiserver::Config {
             data_dir,
             listen: args.listen,
             store: store::Options { change_log_capacity: args.change_log_capacity.max(1), ..store::Options::default() },
+            export_metrics: export_metrics.clone(),
         };
         let server = apiserver::start(config).await?;
+        let (stop_export, export_shutdown) = tokio::sync::watch::channel(false);
+        let exporter = export.zip(export_metrics).map(|((config, sink), metrics)| {
+            tokio::spawn(telemetry::export::run(config, sink, metrics, server.metrics_source(), export_shutdown))
+        });
         let (stop_controllers, controllers_shutdown) = tokio::sync::watch::channel(false);
         let own_client = client::Client::new(client::Config::from_kubeconfig(&server.kubeconfig)?);
         let lifecycle = controllers::node_lifecycle::Options {
@@ -622,6 +696,11 @@ fn run_server(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         let _ = stop_controllers.send(true);
         server.shutdown().await;
+        // What was not exported yet goes to the offline buffer, for the next start.
+        let _ = stop_export.send(true);
+        if let Some(exporter) = exporter {
+            let _ = exporter.await;
+        }
         Ok(())
     })
 }

@@ -53,7 +53,8 @@ fn prometheus_scrapes_server_and_agent_and_kubectl_top_shows_usage() {
     server.create_pod(&pod("burner", "while :; do :; done"));
     server.create_pod(&pod("idler", "exec sleep 3600"));
     wait_for("both pods to run", Duration::from_secs(60), || {
-        let running = ["burner", "idler"].iter().all(|p| server.pod(p).is_some_and(|p| p["status"]["phase"] == "Running"));
+        let running =
+            ["burner", "idler"].iter().all(|p| server.pod(p).is_some_and(|p| p["status"]["phase"] == "Running"));
         running.then_some(())
     });
 

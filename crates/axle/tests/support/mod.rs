@@ -298,32 +298,39 @@ pub struct Agent {
 impl Agent {
     /// Starts an agent against `server` with a fast heartbeat (tests run with short grace periods).
     pub fn start(server: &Server, node: &str, heartbeat_seconds: u32) -> Agent {
+        Agent::start_with(server, node, heartbeat_seconds, &[])
+    }
+
+    /// Starts an agent with extra `axle agent` flags.
+    pub fn start_with(server: &Server, node: &str, heartbeat_seconds: u32, extra: &[&str]) -> Agent {
         let url = format!("http://{}", server.addr);
-        Agent::launch(
-            &[],
-            &url,
-            Some(server),
-            node,
-            heartbeat_seconds,
-            &server.data_dir().join(format!("agent-{node}")),
-        )
+        let dir = server.data_dir().join(format!("agent-{node}"));
+        Agent::launch(&[], &url, Some(server), node, heartbeat_seconds, &dir, extra)
     }
 
     /// Starts an agent inside a network namespace (`ip netns exec`), reaching the server at
     /// `server_url` over the namespace's link.
     pub fn start_in_netns(server: &Server, node: &str, netns: &str, server_url: &str) -> Agent {
         let dir = server.data_dir().join(format!("agent-{node}"));
-        Agent::launch(&["ip", "netns", "exec", netns], server_url, Some(server), node, 1, &dir)
+        Agent::launch(&["ip", "netns", "exec", netns], server_url, Some(server), node, 1, &dir, &[])
     }
 
     /// Restarts an agent on its data directory with no server to reach (a reboot of the
     /// computer while the control plane is gone). Its log goes to `<dir>.restart.log`.
     pub fn restart_without_server(agent_dir: &Path, node: &str) -> Agent {
-        Agent::launch(&[], "http://127.0.0.1:9", None, node, 1, agent_dir)
+        Agent::launch(&[], "http://127.0.0.1:9", None, node, 1, agent_dir, &[])
     }
 
     /// `[wrapper…] axle agent …`, logging to `<dir>.log` (`<dir>.restart.log` without a server).
-    fn launch(wrapper: &[&str], url: &str, server: Option<&Server>, node: &str, heartbeat: u32, dir: &Path) -> Agent {
+    fn launch(
+        wrapper: &[&str],
+        url: &str,
+        server: Option<&Server>,
+        node: &str,
+        heartbeat: u32,
+        dir: &Path,
+        extra: &[&str],
+    ) -> Agent {
         let log_path = dir.with_extension(if server.is_some() { "log" } else { "restart.log" });
         let log = std::fs::File::create(log_path).expect("log file");
         let mut command = match wrapper.split_first() {
@@ -341,6 +348,7 @@ impl Agent {
         let child = command
             .arg("--data-dir")
             .arg(dir)
+            .args(extra)
             .env("AXLE_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
