@@ -120,6 +120,7 @@ impl Agent {
                     if !registered {
                         tracing::info!(node = %self.config.node_name, "node registered and ready");
                         last_check = tokio::time::Instant::now();
+                        self.node_event("NodeReady", "status is now: NodeReady").await;
                     }
                     registered = true;
                     backoff = Duration::from_millis(200);
@@ -151,6 +152,18 @@ impl Agent {
                 _ = shutdown.changed() => return Ok(()),
             }
         }
+    }
+
+    /// An Event about this node (`Node NAME <what>`).
+    async fn node_event(&self, reason: &str, what: &str) {
+        let name = &self.config.node_name;
+        // The Node's uid ties the Event to it, as `kubectl describe node` looks them up.
+        let node = match self.client.get(&format!("/api/v1/nodes/{name}")).await {
+            Ok(node) => node,
+            Err(_) => json!({"apiVersion": "v1", "metadata": {"name": name}}),
+        };
+        let message = format!("Node {name} {what}");
+        client::events::record(&self.client, "axle-agent", &node, "Node", "Normal", reason, &message).await;
     }
 
     /// Writes the Node (server-side apply: only the fields the agent owns) and its Lease.

@@ -64,7 +64,7 @@ impl Stats {
     pub fn new(node_name: &str, export: Option<&telemetry::export::ExportMetrics>) -> Stats {
         let mut registry = Registry::default();
         if let Some(export) = export {
-            export.register(&mut registry);
+            telemetry::exposition::Registers::register(export, &mut registry);
         }
         let container_cpu = Family::<ContainerKey, Counter<f64, AtomicU64>>::default();
         registry.register_with_unit(

@@ -210,6 +210,13 @@ impl Supervisor {
                 wait_for_dependents(&self.client, &self.pod, grace).await;
                 let grace = grace.saturating_sub(started.elapsed());
                 tracing::info!(pod = %name, grace_seconds = grace.as_secs(), "pod deleted; stopping its containers");
+                for (i, status) in statuses.iter().enumerate() {
+                    if matches!(status.state, State::Running { .. }) {
+                        let message =
+                            format!("Stopping container {}", container_name(&init_containers, &containers, i));
+                        self.event("Normal", "Killing", message);
+                    }
+                }
                 let _ = halt_tx.send(Some(grace));
             }
             if terminating && runners.iter().all(|r| r.is_finished()) {
@@ -228,6 +235,10 @@ impl Supervisor {
             tokio::select! {
                 event = events_rx.recv(), if !runners.is_empty() => {
                     if let Some((i, s)) = event {
+                        let container = container_name(&init_containers, &containers, i);
+                        if let Some((event_type, reason, message)) = container_event(container, &statuses[i], &s) {
+                            self.event(event_type, reason, message);
+                        }
                         statuses[i] = s;
                     }
                 }
@@ -261,6 +272,15 @@ impl Supervisor {
             let _ = runner.await;
         }
         let _ = std::fs::remove_dir_all(self.pod_dir());
+    }
+
+    /// Records an Event about the pod, in the background: a slow or absent server must not
+    /// hold up the pod's supervision.
+    fn event(&self, event_type: &'static str, reason: &'static str, message: String) {
+        let (client, pod) = (self.client.clone(), self.pod.clone());
+        tokio::spawn(async move {
+            client::events::record(&client, "axle-agent", &pod, "Pod", event_type, reason, &message).await;
+        });
     }
 
     /// The pod status for the containers' states. `transitions` remembers when each condition
@@ -542,6 +562,44 @@ async fn run_workload(prepared: Prepared, workload: Workload, channels: Channels
         .collect();
     for runner in runners {
         let _ = runner.await;
+    }
+}
+
+/// The name of the container at `index` (init containers first).
+fn container_name<'a>(init_containers: &'a [Value], containers: &'a [Value], index: usize) -> &'a str {
+    init_containers.iter().chain(containers).nth(index).and_then(|c| c["name"].as_str()).unwrap_or("")
+}
+
+/// The Event for a container's change of state, as the kubelet records them: (type, reason,
+/// message). Messages carry no changing figures, so repeats aggregate into one Event's count.
+fn container_event(
+    name: &str,
+    before: &ContainerStatus,
+    after: &ContainerStatus,
+) -> Option<(&'static str, &'static str, String)> {
+    let same_waiting = |reason: &str| matches!(&before.state, State::Waiting { reason: r, .. } if r == reason);
+    match (&before.state, &after.state) {
+        (State::Running { .. }, State::Running { .. }) => None,
+        (_, State::Running { .. }) => Some(("Normal", "Started", format!("Started container {name}"))),
+        (State::Running { .. }, State::Terminated { exit, reason, .. }) if exit.code != 0 => {
+            Some(("Warning", "Failed", format!("Container {name} exited with code {} ({reason})", exit.code)))
+        }
+        (_, State::Waiting { reason, .. }) if same_waiting(reason) => None,
+        (_, State::Waiting { reason, .. }) if reason == "CrashLoopBackOff" => {
+            Some(("Warning", "BackOff", format!("Back-off restarting failed container {name}")))
+        }
+        (_, State::Waiting { reason, .. }) if reason == "ImagePullBackOff" => {
+            Some(("Normal", "BackOff", format!("Back-off pulling image of container {name}")))
+        }
+        (_, State::Waiting { reason, message })
+            if matches!(
+                reason.as_str(),
+                "ErrImagePull" | "RunContainerError" | "CreateContainerConfigError" | "RuntimeUnavailable"
+            ) =>
+        {
+            Some(("Warning", "Failed", format!("Error: {reason}: {message}")))
+        }
+        _ => None,
     }
 }
 

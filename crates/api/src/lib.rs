@@ -11,13 +11,15 @@
 //! - [`defaults`] and [`validation`]: admission-time defaulting and validation of built-in kinds;
 //! - [`schema`]: OpenAPI v3 structural-schema checks (unknown fields, types) for CRs and strict mode;
 //! - [`table`]: the `meta.k8s.io/v1 Table` rows that `kubectl get` prints;
-//! - [`dependencies`]: the `axle.dev/depends-on` annotation grammar.
+//! - [`dependencies`]: the `axle.dev/depends-on` annotation grammar;
+//! - [`firmware`]: how a firmware pod reports flash progress.
 //!
 //! This crate does no I/O and knows nothing about HTTP or the store.
 
 pub mod defaults;
 pub mod dependencies;
 pub mod error;
+pub mod firmware;
 pub mod meta;
 pub mod quantity;
 pub mod resource;

@@ -46,8 +46,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub store: store::Options,
-    /// The OTLP exporter's own figures, shown on `/metrics` when the server exports.
-    pub export_metrics: Option<telemetry::export::ExportMetrics>,
+    /// Metrics of the process's other parts (controllers, OTLP exporter), shown on `/metrics`.
+    pub metrics: Vec<std::sync::Arc<dyn telemetry::exposition::Registers>>,
 }
 
 /// Shared state of all request handlers.
@@ -123,7 +123,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         server_address: local_addr.to_string(),
         content,
         data_dir: config.data_dir.clone(),
-        metrics: metrics::Metrics::new(config.export_metrics.as_ref()),
+        metrics: metrics::Metrics::new(&config.metrics),
     });
     state.refresh_registry().context("cannot read the stored CRDs")?;
     // Serve first: the API answers while the first-start chores below run.
@@ -140,6 +140,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         }
     });
     tokio::spawn(lifecycle::run(state.clone()));
+    tokio::spawn(lifecycle::expire_events(state.clone()));
     Ok(RunningServer { local_addr, kubeconfig, stop, task, state })
 }
 

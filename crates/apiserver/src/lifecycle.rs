@@ -2,6 +2,9 @@
 //! start, cascading (background) deletion of dependents whose owners are gone, namespace
 //! termination (delete the contents, then the namespace), and custom resources of deleted CRDs.
 //!
+//! Events expire an hour after they last happened (kube-apiserver's default `--event-ttl`), so
+//! a car that runs for years keeps only recent ones.
+//!
 //! It is level-triggered: each pass looks at the whole stored state, so a crash between an
 //! owner's deletion and its dependents' is repaired by the pass that runs at the next start.
 //! It only runs when something changed, so an idle server writes nothing.
@@ -48,6 +51,48 @@ pub async fn ensure_system_namespaces(state: &State) -> Result<(), ApiError> {
         Ok::<(), Abort<()>>(())
     })
     .await
+}
+
+/// How long an Event is kept after it last happened.
+pub const EVENT_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+const EVENT_EXPIRY_PERIOD: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Deletes expired Events now and every few minutes until shutdown.
+pub async fn expire_events(state: Arc<State>) {
+    let mut shutdown = state.shutdown.clone();
+    loop {
+        // Read first: an idle server with nothing to expire writes nothing.
+        let events = state.store.list("core/events/", None, 0, &|_| true).map(|page| page.items).unwrap_or_default();
+        let expired: Vec<String> = events
+            .iter()
+            .filter(|event| {
+                let last = ["lastTimestamp", "eventTime"]
+                    .iter()
+                    .find_map(|k| event[*k].as_str())
+                    .or(event["metadata"]["creationTimestamp"].as_str());
+                last.and_then(api::meta::millis_since).unwrap_or(0) > EVENT_TTL.as_millis() as i64
+            })
+            .map(|event| store::key("core/events", api::meta::namespace_of(event), api::meta::name_of(event)))
+            .collect();
+        if !expired.is_empty() {
+            let count = expired.len();
+            let deleted = write(&state, move |txn| {
+                for key in &expired {
+                    txn.delete(key)?;
+                }
+                Ok::<(), Abort<()>>(())
+            })
+            .await;
+            match deleted {
+                Ok(()) => tracing::debug!(events = count, "expired events deleted"),
+                Err(e) => tracing::warn!(error = %e, "cannot delete expired events"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(EVENT_EXPIRY_PERIOD) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 /// The reconciler loop: one pass at start, then one after each batch of changes that can

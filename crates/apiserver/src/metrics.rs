@@ -54,6 +54,17 @@ struct PhaseLabels {
     phase: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FirmwareLabels {
+    node: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EcuLabels {
+    node: String,
+}
+
 /// An open watch, counted while it lives.
 pub struct Watching(Gauge);
 
@@ -76,15 +87,17 @@ pub struct Metrics {
     pods: Family<PodLabels, Gauge>,
     nodes: Family<NodeLabels, Gauge>,
     campaigns: Family<PhaseLabels, Gauge>,
+    firmware: Family<FirmwareLabels, Gauge>,
+    flash_progress: Family<EcuLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     store_size: Gauge,
     process: telemetry::exposition::ProcessMetrics,
 }
 
 impl Metrics {
-    pub fn new(export: Option<&telemetry::export::ExportMetrics>) -> Metrics {
+    pub fn new(others: &[std::sync::Arc<dyn telemetry::exposition::Registers>]) -> Metrics {
         let mut registry = Registry::default();
-        if let Some(export) = export {
-            export.register(&mut registry);
+        for other in others {
+            other.register(&mut registry);
         }
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -107,10 +120,34 @@ impl Metrics {
         registry.register("axle_nodes", "Nodes by kind (hpc or ecu) and readiness", nodes.clone());
         let campaigns = Family::<PhaseLabels, Gauge>::default();
         registry.register("axle_campaigns", "Update campaigns by phase", campaigns.clone());
+        let firmware = Family::<FirmwareLabels, Gauge>::default();
+        registry.register(
+            "axle_ecu_firmware_pods",
+            "Firmware pods by ECU node and state (Flashing, Flashed, or why a flash failed)",
+            firmware.clone(),
+        );
+        let flash_progress = Family::<EcuLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "axle_ecu_flash_progress_ratio",
+            "Share of the firmware image sent to an ECU being flashed",
+            flash_progress.clone(),
+        );
         let store_size = Gauge::default();
         registry.register_with_unit("axle_store_size", "Size of the store file", Unit::Bytes, store_size.clone());
         let process = telemetry::exposition::ProcessMetrics::register(&mut registry, "server");
-        Metrics { registry, requests, latency, watchers, pods, nodes, campaigns, store_size, process }
+        Metrics {
+            registry,
+            requests,
+            latency,
+            watchers,
+            pods,
+            nodes,
+            campaigns,
+            firmware,
+            flash_progress,
+            store_size,
+            process,
+        }
     }
 
     /// Counts one answered request.
@@ -141,11 +178,32 @@ impl Metrics {
         telemetry::exposition::render(&self.registry, accept)
     }
 
+    /// A firmware pod's state (its Ready condition's reason, as the ECU gateway writes it) and,
+    /// while it is flashed, how far along.
+    fn read_firmware_pod(&self, pod: &serde_json::Value) {
+        let node = pod["spec"]["nodeName"].as_str().unwrap_or("").to_string();
+        let ready = pod["status"]["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "Ready");
+        let state = ready.and_then(|c| c["reason"].as_str()).unwrap_or("Pending").to_string();
+        let waiting = &pod["status"]["containerStatuses"][0]["state"]["waiting"];
+        if waiting["reason"] == api::firmware::FLASHING {
+            let progress = waiting["message"].as_str().and_then(api::firmware::parse_progress);
+            if let Some((sent, total)) = progress.filter(|(_, total)| *total > 0) {
+                self.flash_progress.get_or_create(&EcuLabels { node: node.clone() }).set(sent as f64 / total as f64);
+            }
+        }
+        self.firmware.get_or_create(&FirmwareLabels { node, state }).inc();
+    }
+
     fn read_state(&self, state: &State) {
         let list =
             |prefix: &str| state.store.list(prefix, None, 0, &|_| true).map(|page| page.items).unwrap_or_default();
         self.pods.clear();
+        self.firmware.clear();
+        self.flash_progress.clear();
         for pod in list("core/pods/") {
+            if pod["spec"]["runtimeClassName"] == "ecu" {
+                self.read_firmware_pod(&pod);
+            }
             let labels = PodLabels {
                 node: pod["spec"]["nodeName"].as_str().unwrap_or("").to_string(),
                 namespace: api::meta::namespace_of(&pod).to_string(),

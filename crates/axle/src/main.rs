@@ -663,11 +663,17 @@ fn run_server(args: ServerArgs, started: Instant, log_sink: Option<telemetry::ex
         }
         let export = args.otlp.config("axle-server", &hostname(), &data_dir).zip(log_sink);
         let export_metrics = export.as_ref().map(|_| telemetry::export::ExportMetrics::default());
+        let reconcile_metrics = controllers::metrics::ReconcileMetrics::default();
+        let mut metrics: Vec<std::sync::Arc<dyn telemetry::exposition::Registers>> =
+            vec![std::sync::Arc::new(reconcile_metrics.clone())];
+        if let Some(export_metrics) = &export_metrics {
+            metrics.push(std::sync::Arc::new(export_metrics.clone()));
+        }
         let config = apiserver::Config {
             data_dir,
             listen: args.listen,
             store: store::Options { change_log_capacity: args.change_log_capacity.max(1), ..store::Options::default() },
-            export_metrics: export_metrics.clone(),
+            metrics,
         };
         let server = apiserver::start(config).await?;
         let (stop_export, export_shutdown) = tokio::sync::watch::channel(false);
@@ -680,11 +686,20 @@ fn run_server(args: ServerArgs, started: Instant, log_sink: Option<telemetry::ex
             grace: std::time::Duration::from_secs(args.node_grace_seconds),
             ..Default::default()
         };
-        tokio::spawn(controllers::node_lifecycle::run(own_client, lifecycle, controllers_shutdown.clone()));
+        tokio::spawn(controllers::node_lifecycle::run(
+            own_client,
+            lifecycle,
+            reconcile_metrics.clone(),
+            controllers_shutdown.clone(),
+        ));
         let workloads_client = client::Client::new(client::Config::from_kubeconfig(&server.kubeconfig)?);
-        tokio::spawn(controllers::workloads::run(workloads_client, controllers_shutdown.clone()));
+        tokio::spawn(controllers::workloads::run(
+            workloads_client,
+            reconcile_metrics.clone(),
+            controllers_shutdown.clone(),
+        ));
         let updates_client = client::Client::new(client::Config::from_kubeconfig(&server.kubeconfig)?);
-        tokio::spawn(controllers::updates::run(updates_client, updates, controllers_shutdown));
+        tokio::spawn(controllers::updates::run(updates_client, updates, reconcile_metrics, controllers_shutdown));
         release_freed_memory();
         tracing::info!(
             address = %format!("http://{}", server.local_addr),

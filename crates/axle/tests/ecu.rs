@@ -181,6 +181,10 @@ fn firmware_pods_flash_ecus_that_are_nodes() {
         out.starts_with("Failed").then_some(out)
     });
     assert!(reason.contains("InvalidKey"), "{reason}");
+    // The server's metrics tell each ECU's firmware state.
+    let (_, metrics) = server.http("GET", "/metrics", None);
+    assert!(metrics.contains("axle_ecu_firmware_pods{node=\"brake-ecu\",state=\"Flashed\"} 1"), "{metrics}");
+    assert!(metrics.contains("axle_ecu_firmware_pods{node=\"locked-ecu\",state=\"InvalidKey\"} 1"), "{metrics}");
 
     // A powered-off ECU is a NotReady node.
     let _ = brake.0.kill();

@@ -61,6 +61,8 @@ fn prometheus_scrapes_server_and_agent_and_kubectl_top_shows_usage() {
     let (status, text) = server.http("GET", "/metrics", None);
     assert_eq!(status, 200);
     assert!(text.contains("apiserver_request_total{"), "{text}");
+    assert!(text.contains("axle_controller_reconcile_total{controller=\"placement\",result=\"success\"}"), "{text}");
+    assert!(text.contains("axle_controller_reconcile_duration_seconds_count{controller=\"deployment\"}"), "{text}");
     promtool_check(&text);
     let (status, text) = support::http(&agent, "GET", "/metrics", None).expect("agent metrics");
     assert_eq!(status, 200);

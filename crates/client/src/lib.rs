@@ -6,6 +6,7 @@
 //! It is deliberately small: kubectl and the official client libraries are what users bring;
 //! this crate only serves what Axle's components need.
 
+pub mod events;
 mod registry;
 pub mod table;
 

@@ -6,6 +6,7 @@
 pub mod daemonset;
 pub mod dependencies;
 pub mod deployment;
+pub mod metrics;
 pub mod node_lifecycle;
 pub mod placement;
 pub mod replicaset;

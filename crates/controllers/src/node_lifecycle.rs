@@ -23,9 +23,14 @@ impl Default for Options {
 }
 
 /// Runs until `shutdown` fires.
-pub async fn run(client: Client, options: Options, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn run(
+    client: Client,
+    options: Options,
+    metrics: crate::metrics::ReconcileMetrics,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
-        if let Err(e) = reconcile(&client, &options).await {
+        if let Err(e) = metrics.measure("node-lifecycle", reconcile(&client, &options)).await {
             tracing::warn!(error = %e, "node lifecycle pass failed; retrying");
         }
         tokio::select! {
@@ -60,6 +65,8 @@ pub async fn reconcile(client: &Client, options: &Options) -> Result<(), ClientE
         }
         tracing::warn!(node = %name, silent_seconds = silent.as_secs(), "node stopped renewing its lease; marking it NotReady");
         mark_lost(client, name).await?;
+        let message = format!("Node {name} status is now: NodeNotReady (no lease renewal for {} s)", silent.as_secs());
+        crate::workloads::event(client, node, "Node", "Normal", "NodeNotReady", &message).await;
     }
     Ok(())
 }

@@ -98,6 +98,13 @@ pub fn choose(pod_spec: &Value, snapshot: &Snapshot, peers: &[&Value]) -> Result
 }
 
 /// Binds unbound, ungated pods to a fitting node, or says why none fits.
+/// The Event of a pod placed on a node.
+pub async fn scheduled(client: &Client, pod: &Value, node: &str) {
+    let message =
+        format!("Successfully assigned {}/{} to {node}", api::meta::namespace_of(pod), api::meta::name_of(pod));
+    crate::workloads::event(client, pod, "Pod", "Normal", "Scheduled", &message).await;
+}
+
 pub async fn reconcile(client: &Client, snapshot: &Snapshot) -> Result<Outcome, ClientError> {
     for pod in &snapshot.pods {
         let unbound = pod["spec"]["nodeName"].as_str().is_none_or(str::is_empty);
@@ -115,6 +122,7 @@ pub async fn reconcile(client: &Client, snapshot: &Snapshot) -> Result<Outcome, 
                 let binding = json!({"apiVersion": "v1", "kind": "Binding",
                     "metadata": {"name": pod["metadata"]["name"]}, "target": {"kind": "Node", "name": node}});
                 tolerate(client.post(&format!("{path}/binding"), &binding).await)?;
+                scheduled(client, pod, &node).await;
             }
             Err(why) => {
                 let current = condition(pod, "PodScheduled");

@@ -2,7 +2,7 @@
 //! report how many exist, are ready and available.
 
 use crate::placement;
-use crate::workloads::{controller_ref, is_active, is_available, is_ready, tolerate, Outcome, Snapshot};
+use crate::workloads::{controller_ref, event, is_active, is_available, is_ready, tolerate, Outcome, Snapshot};
 use client::{Client, ClientError};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -51,6 +51,8 @@ async fn sync(client: &Client, snapshot: &Snapshot, rs: &Value) -> Result<Outcom
         for pod in victims.iter().take(active.len() - wanted) {
             let path = format!("/api/v1/namespaces/{namespace}/pods/{}", api::meta::name_of(pod));
             tolerate(client.delete(&path).await)?;
+            let message = format!("Deleted pod: {}", api::meta::name_of(pod));
+            event(client, rs, "ReplicaSet", "Normal", "SuccessfulDelete", &message).await;
         }
     }
     let ready = active.iter().filter(|p| is_ready(p)).count();
@@ -105,6 +107,16 @@ async fn create_pod(
     if let Some(node) = &node {
         pod["spec"]["nodeName"] = json!(node);
     }
-    tolerate(client.post(&format!("/api/v1/namespaces/{namespace}/pods"), &pod).await)?;
+    match client.post(&format!("/api/v1/namespaces/{namespace}/pods"), &pod).await {
+        Ok(created) => {
+            let message = format!("Created pod: {}", api::meta::name_of(&created));
+            event(client, rs, "ReplicaSet", "Normal", "SuccessfulCreate", &message).await;
+            if let Some(node) = &node {
+                placement::scheduled(client, &created, node).await;
+            }
+        }
+        Err(e) if matches!(e.code(), Some(404 | 409)) => {}
+        Err(e) => return Err(e),
+    }
     Ok(node)
 }

@@ -8,6 +8,7 @@
 //! at rest causes no pass and no write. A controller killed mid-rollout resumes from what the
 //! API says, because nothing it knows lives anywhere else.
 
+use crate::metrics::ReconcileMetrics;
 use crate::{daemonset, dependencies, deployment, placement, replicaset};
 use client::{Client, ClientError};
 use serde_json::{json, Value};
@@ -87,7 +88,7 @@ impl Outcome {
 }
 
 /// Runs the workload controllers until `shutdown` fires.
-pub async fn run(client: Client, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn run(client: Client, metrics: ReconcileMetrics, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let client = Arc::new(client);
     let changed = Arc::new(Notify::new());
     let watchers: Vec<_> = WATCHED
@@ -111,7 +112,7 @@ pub async fn run(client: Client, mut shutdown: tokio::sync::watch::Receiver<bool
             _ = shutdown.changed() => break,
         }
         let started = std::time::Instant::now();
-        match pass(&client).await {
+        match pass(&client, &metrics).await {
             Ok(outcome) => requeue = outcome.requeue,
             Err(e) => {
                 tracing::warn!(error = %e, "workload controllers' pass failed; retrying");
@@ -126,14 +127,15 @@ pub async fn run(client: Client, mut shutdown: tokio::sync::watch::Receiver<bool
 }
 
 /// One pass of every workload controller over one snapshot.
-pub async fn pass(client: &Client) -> Result<Outcome, ClientError> {
+pub async fn pass(client: &Client, metrics: &ReconcileMetrics) -> Result<Outcome, ClientError> {
     let snapshot = Snapshot::read(client).await?;
+    let snapshot = &snapshot;
     let mut outcome = Outcome::default();
-    outcome = outcome.merge(deployment::reconcile(client, &snapshot).await?);
-    outcome = outcome.merge(replicaset::reconcile(client, &snapshot).await?);
-    outcome = outcome.merge(daemonset::reconcile(client, &snapshot).await?);
-    outcome = outcome.merge(placement::reconcile(client, &snapshot).await?);
-    outcome = outcome.merge(dependencies::reconcile(client, &snapshot).await?);
+    outcome = outcome.merge(metrics.measure("deployment", deployment::reconcile(client, snapshot)).await?);
+    outcome = outcome.merge(metrics.measure("replicaset", replicaset::reconcile(client, snapshot)).await?);
+    outcome = outcome.merge(metrics.measure("daemonset", daemonset::reconcile(client, snapshot)).await?);
+    outcome = outcome.merge(metrics.measure("placement", placement::reconcile(client, snapshot)).await?);
+    outcome = outcome.merge(metrics.measure("dependencies", dependencies::reconcile(client, snapshot)).await?);
     Ok(outcome)
 }
 
@@ -166,29 +168,10 @@ pub(crate) async fn watch_changes(client: Arc<Client>, collection: &'static str,
     }
 }
 
-/// Records a Kubernetes Event about `object` (best effort: an Event that cannot be written
-/// never stops a controller).
+/// Records a Kubernetes Event about `object` (see `client::events`).
 pub async fn event(client: &Client, object: &Value, kind: &str, event_type: &str, reason: &str, message: &str) {
-    // Events about cluster-scoped objects live in `default`, as in Kubernetes.
-    let namespace = Some(api::meta::namespace_of(object)).filter(|n| !n.is_empty()).unwrap_or("default");
-    let now = api::meta::now_rfc3339();
-    let event = json!({
-        "apiVersion": "v1", "kind": "Event",
-        "metadata": {"generateName": format!("{}.", api::meta::name_of(object)), "namespace": namespace},
-        "involvedObject": {
-            "apiVersion": object["apiVersion"], "kind": kind, "name": object["metadata"]["name"],
-            "namespace": api::meta::namespace_of(object), "uid": object["metadata"]["uid"],
-            "resourceVersion": object["metadata"]["resourceVersion"],
-        },
-        "reason": reason, "message": message, "type": event_type,
-        "source": {"component": "axle-controllers"},
-        "reportingComponent": "axle-controllers",
-        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-    });
-    if let Err(e) = client.post(&format!("/api/v1/namespaces/{namespace}/events"), &event).await {
-        tracing::debug!(error = %e, reason, "cannot record an event");
-    }
-    tracing::info!(object = %format!("{}/{}", namespace, api::meta::name_of(object)), kind, reason, message);
+    client::events::record(client, "axle-controllers", object, kind, event_type, reason, message).await;
+    tracing::info!(object = %format!("{}/{}", api::meta::namespace_of(object), api::meta::name_of(object)), kind, reason, message);
 }
 
 /// Ignores "already gone" and "changed meanwhile" answers: the next pass sees the new state.

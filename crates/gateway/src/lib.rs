@@ -249,15 +249,8 @@ async fn write_status(client: &Client, pod: &Value, phase: &str, state: Value, r
     }
 }
 
-async fn event(client: &Client, pod: &Value, kind: &str, reason: &str, message: &str) {
-    let namespace = api::meta::namespace_of(pod);
-    let now = api::meta::now_rfc3339();
-    let event = json!({"apiVersion": "v1", "kind": "Event",
-        "metadata": {"generateName": format!("{}.", api::meta::name_of(pod)), "namespace": namespace},
-        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": pod["metadata"]["name"], "namespace": namespace, "uid": pod["metadata"]["uid"]},
-        "reason": reason, "message": message, "type": kind, "source": {"component": "axle-ecu-gateway"},
-        "firstTimestamp": now, "lastTimestamp": now, "count": 1});
-    let _ = client.post(&format!("/api/v1/namespaces/{namespace}/events"), &event).await;
+async fn event(client: &Client, pod: &Value, event_type: &str, reason: &str, message: &str) {
+    client::events::record(client, "axle-ecu-gateway", pod, "Pod", event_type, reason, message).await;
 }
 
 /// Flashes what the ECU's pod wants, reflashes the previous firmware when it goes.
@@ -372,9 +365,10 @@ async fn flash_pod(
                     last_report = std::time::Instant::now();
                     let message = match progress {
                         Progress::Phase(phase) => format!("flashing: {phase}"),
-                        Progress::Bytes { sent, total } => format!("flashing: {sent}/{total} bytes"),
+                        Progress::Bytes { sent, total } => api::firmware::progress_message(sent, total),
                     };
-                    write_status(client, pod, "Pending", json!({"waiting": {"reason": "Flashing", "message": message}}), "Flashing", &message).await;
+                    let waiting = json!({"waiting": {"reason": api::firmware::FLASHING, "message": message}});
+                    write_status(client, pod, "Pending", waiting, api::firmware::FLASHING, &message).await;
                 }
             }
         }

@@ -92,8 +92,8 @@ pub struct ExportMetrics {
     buffered_batches: Gauge,
 }
 
-impl ExportMetrics {
-    pub fn register(&self, registry: &mut Registry) {
+impl crate::exposition::Registers for ExportMetrics {
+    fn register(&self, registry: &mut Registry) {
         registry.register(
             "axle_telemetry_sent",
             "Log records and metric data points delivered to the OTLP endpoint",
@@ -116,7 +116,9 @@ impl ExportMetrics {
             self.buffered_batches.clone(),
         );
     }
+}
 
+impl ExportMetrics {
     fn count(family: &Family<SignalLabels, Counter>, signal: Signal, n: u64) {
         if n > 0 {
             family.get_or_create(&SignalLabels { signal: signal.name() }).inc_by(n);

@@ -7,6 +7,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 use std::sync::atomic::AtomicU64;
 
+/// Metrics kept by one part of a process, registered into the process's registry.
+pub trait Registers: Send + Sync + std::fmt::Debug {
+    fn register(&self, registry: &mut Registry);
+}
+
 /// Renders `registry` for a scraper that sent `accept`. Returns (content type, body).
 pub fn render(registry: &Registry, accept: &str) -> (&'static str, String) {
     let mut text = String::new();

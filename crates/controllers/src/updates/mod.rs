@@ -121,7 +121,12 @@ pub async fn ensure_definitions(client: &Client) -> Result<(), ClientError> {
 /// Runs the update controller until `shutdown` fires: bundle intake, the bundle directory,
 /// and the campaigns, one pass whenever a Bundle or Campaign changes (and every second while
 /// a campaign waits on something, every few seconds while a bundle directory is watched).
-pub async fn run(client: Client, config: Config, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn run(
+    client: Client,
+    config: Config,
+    metrics: crate::metrics::ReconcileMetrics,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     let client = Arc::new(client);
     let mut delay = Duration::from_millis(200);
     while let Err(e) = ensure_definitions(&client).await {
@@ -148,7 +153,7 @@ pub async fn run(client: Client, config: Config, mut shutdown: tokio::sync::watc
             _ = async { match wake { Some(d) => tokio::time::sleep(d).await, None => std::future::pending().await } } => {}
             _ = shutdown.changed() => break,
         }
-        requeue = match pass(&client, &config).await {
+        requeue = match metrics.measure("updates", pass(&client, &config)).await {
             Ok(next) => next,
             Err(e) => {
                 tracing::warn!(error = %e, "update controller pass failed; retrying");
