@@ -9,20 +9,8 @@ mod support;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 use support::{free_port, wait_for, Agent, Killed, Server};
-
-/// The receiver, listening on `port`, appending what it decodes to `out`.
-fn start_receiver(port: u16, out: &Path) -> Killed {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/otlp_receiver.py");
-    let (child, lines) =
-        support::spawn_with_lines(Command::new(support::python()).arg(script).arg(port.to_string()).arg(out));
-    let child = Killed(child);
-    let ready = lines.recv_timeout(Duration::from_secs(30)).expect("the receiver starts");
-    assert_eq!(ready, "ready");
-    child
-}
 
 fn received(out: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(out).unwrap_or_default();
@@ -70,7 +58,7 @@ fn start(buffer_kib: &str, server_exports: bool) -> (Server, Agent, u16, PathBuf
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("received.jsonl");
     let port = free_port();
-    let receiver = start_receiver(port, &out);
+    let receiver = support::start_otlp_receiver(port, &out);
     let url = format!("http://127.0.0.1:{port}");
     let flags = otlp_flags(&url, buffer_kib);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
@@ -116,7 +104,7 @@ fn logs_and_metrics_arrive_and_an_outage_is_bridged_in_order() {
     assert!(last_during > before_outage + 40, "the container kept logging: {before_outage} → {last_during}");
 
     // The link is back: everything buffered arrives, once each, in order.
-    let _receiver = start_receiver(port, &out);
+    let _receiver = support::start_otlp_receiver(port, &out);
     let lines = wait_for("the buffered lines to arrive", Duration::from_secs(90), || {
         let lines = counter_lines(&received(&out));
         lines.iter().any(|&n| n > last_during + 20).then_some(lines)
@@ -145,7 +133,7 @@ fn beyond_the_buffer_limit_the_oldest_is_dropped_and_counted() {
         (agent_metric(&server, "axle_telemetry_dropped_total") > 50.0).then_some(())
     });
     assert!(agent_metric(&server, "axle_telemetry_buffer_bytes") <= 16.0 * 1024.0);
-    let _receiver = start_receiver(port, &out);
+    let _receiver = support::start_otlp_receiver(port, &out);
     let during = server.kubectl_ok(&["logs", "counter", "--tail", "1"]);
     let last_during: u64 = during.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("line number");
     let lines = wait_for("the newest lines to arrive", Duration::from_secs(90), || {

@@ -40,6 +40,26 @@ pub fn write_bytes(pid: u32) -> u64 {
     proc_field(pid, "io", "write_bytes:")
 }
 
+/// CPU time (user + system) a process has used so far, in seconds.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    // utime and stime are fields 14 and 15, in clock ticks (100 per second).
+    let ticks: u64 = after_name.split_whitespace().skip(11).take(2).filter_map(|t| t.parse::<u64>().ok()).sum();
+    ticks as f64 / 100.0
+}
+
+/// An OTLP/HTTP receiver (`tests/python/otlp_receiver.py`, decoding with the official
+/// protobuf definitions) on `port`, appending what it receives to `out` as JSON lines.
+pub fn start_otlp_receiver(port: u16, out: &Path) -> Killed {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/otlp_receiver.py");
+    let (child, lines) = spawn_with_lines(Command::new(python()).arg(script).arg(port.to_string()).arg(out));
+    let child = Killed(child);
+    let ready = lines.recv_timeout(Duration::from_secs(30)).expect("the receiver starts");
+    assert_eq!(ready, "ready");
+    child
+}
+
 pub fn axle_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_axle"))
 }
