@@ -17,7 +17,7 @@ pub fn version() -> Reply {
         &json!({
             "major": "1",
             "minor": KUBE_MINOR,
-            "gitVersion": format!("v1.{KUBE_MINOR}.0+axle-{}", env!("CARGO_PKG_VERSION")),
+            "gitVersion": format!("v1.{KUBE_MINOR}.0+axle-{}", selfupdate::stamp::version()),
             "gitCommit": option_env!("AXLE_GIT_COMMIT").unwrap_or("unknown"),
             "gitTreeState": "clean",
             "buildDate": "1970-01-01T00:00:00Z",

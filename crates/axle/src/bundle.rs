@@ -128,6 +128,10 @@ pub struct CreateArgs {
     /// Seconds the car waits for the new version to become healthy before rolling back.
     #[arg(long)]
     health_timeout: Option<u64>,
+    /// Encode for speed (quick zstd level, no bsdiff): larger bundles of large targets in
+    /// seconds instead of minutes.
+    #[arg(long)]
+    fast: bool,
 }
 
 fn load_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<KeyPair>> {
@@ -279,6 +283,7 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
         bundle_keys,
         health_timeout_seconds: args.health_timeout,
         progress: &progress,
+        effort: if args.fast { bundle::delta::Effort::Fast } else { bundle::delta::Effort::Best },
     };
     let created = bundle::create(&args.source, &args.output, &options);
     let _ = std::fs::remove_dir_all(&extracted);

@@ -3,6 +3,7 @@
 
 mod bundle;
 mod image;
+mod self_update;
 mod up;
 
 use anyhow::Context as _;
@@ -12,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(Parser)]
-#[command(name = "axle", version, about = "Axle: the automotive control plane (Kubernetes API for cars)")]
+#[command(name = "axle", about = "Axle: the automotive control plane (Kubernetes API for cars)")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -42,6 +43,16 @@ enum Command {
     /// Offline update bundles: keys, trust root, create, sign, verify, inspect, apply.
     #[command(subcommand)]
     Bundle(bundle::BundleCommand),
+    /// Run `axle ARGS…` from the active A/B slot, or a new version on trial with automatic
+    /// fallback (`axle launch -- server …`).
+    Launch(self_update::LaunchArgs),
+    /// This binary's version, and the A/B slots when there are.
+    Version,
+    /// Axle's own updates: the A/B slots and the trial.
+    #[command(subcommand)]
+    Selfupdate(self_update::SelfUpdateCommand),
+    /// Release tooling: a copy of an Axle build that reports another version.
+    Stamp(self_update::StampArgs),
     /// What the car has installed and runs: bundle targets, images per node, ECU firmware.
     Inventory {
         /// `json` for one document.
@@ -374,6 +385,9 @@ fn release_freed_memory() {
 fn main() -> std::process::ExitCode {
     let started = Instant::now();
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Server(_) | Command::Agent(_)) {
+        self_update::apply_start_faults();
+    }
     let exports = match &cli.command {
         Command::Server(args) => args.otlp.otlp_endpoint.is_some(),
         Command::Agent(args) => args.otlp.otlp_endpoint.is_some(),
@@ -393,6 +407,15 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli, started: Instant, log_sink: Option<telemetry::export::LogSink>) -> anyhow::Result<()> {
     match cli.command {
         Command::Server(args) => run_server(args, started, log_sink),
+        Command::Launch(args) => {
+            let code = self_update::launch(args, default_data_dir())?;
+            std::process::exit(code);
+        }
+        Command::Version => self_update::version(default_data_dir()),
+        Command::Selfupdate(self_update::SelfUpdateCommand::Status(args)) => {
+            self_update::status(args, default_data_dir())
+        }
+        Command::Stamp(args) => self_update::stamp(args),
         Command::Agent(args) => single_threaded()?.block_on(run_agent(args, log_sink)),
         Command::Up(args) => {
             let data_dir = args.data_dir.unwrap_or_else(|| user_data_dir().join("axle-up"));
@@ -650,12 +673,22 @@ fn read_manifest_sources(source: &std::path::Path) -> anyhow::Result<Vec<(String
 }
 
 fn run_server(args: ServerArgs, started: Instant, log_sink: Option<telemetry::export::LogSink>) -> anyhow::Result<()> {
+    let started_at = std::time::SystemTime::now();
     single_threaded()?.block_on(async move {
         let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
         let mut updates = controllers::updates::Config::new(&data_dir);
         updates.bundle_dir = args.bundle_dir;
         if let Some(files_dir) = args.files_dir {
             updates.files_dir = files_dir;
+        }
+        let launched = selfupdate::launcher::launched();
+        let restart = std::sync::Arc::new(tokio::sync::Notify::new());
+        if let Some((slots, slot, _)) = &launched {
+            updates.self_update = Some(controllers::updates::SelfUpdate {
+                slots: slots.clone(),
+                slot: *slot,
+                restart: restart.clone(),
+            });
         }
         if let Some(root) = &args.trust_root {
             controllers::updates::intake::pin_root(&updates, root)
@@ -707,14 +740,24 @@ fn run_server(args: ServerArgs, started: Instant, log_sink: Option<telemetry::ex
             startup_ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
             "API server ready"
         );
-        wait_for_signal().await?;
-        tracing::info!("shutting down");
+        if let Some((slots, slot, true)) = launched {
+            tokio::spawn(self_update::self_check(slots, slot, server.kubeconfig.clone(), started_at));
+        }
+        let handing_over = tokio::select! {
+            signal = wait_for_signal() => { signal?; false }
+            _ = restart.notified() => true,
+        };
+        tracing::info!(handing_over, "shutting down");
         let _ = stop_controllers.send(true);
         server.shutdown().await;
         // What was not exported yet goes to the offline buffer, for the next start.
         let _ = stop_export.send(true);
         if let Some(exporter) = exporter {
             let _ = exporter.await;
+        }
+        if handing_over {
+            // The launcher starts the version the boot record names now.
+            std::process::exit(selfupdate::launcher::RESTART);
         }
         Ok(())
     })

@@ -12,74 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 use support::{
-    axle_bin, busybox_layout, free_port, import, random_bytes, start_gateway, start_sim, wait_for, Agent, Server,
+    axle_bin, axle_ok, busybox_layout, free_port, import, path, random_bytes, start_gateway, start_sim,
+    wait_for, Agent, Server, Signing,
 };
-
-fn axle(args: &[&str]) -> Output {
-    Command::new(axle_bin()).args(args).output().expect("axle runs")
-}
-
-fn axle_ok(args: &[&str]) -> String {
-    let out = axle(args);
-    assert!(out.status.success(), "axle {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
-/// Keys and a trust root in a directory of their own (the update server's side).
-struct Signing {
-    dir: tempfile::TempDir,
-}
-
-impl Signing {
-    /// Keys `a` and `b`; the root needs `threshold` signatures per role.
-    fn new(threshold: usize) -> Signing {
-        let dir = tempfile::tempdir().expect("tempdir");
-        for name in ["a", "b", "stranger"] {
-            axle_ok(&["bundle", "keygen", path(&dir.path().join(name))]);
-        }
-        let (a, b) = (dir.path().join("a.key"), dir.path().join("b.key"));
-        let root = dir.path().join("root.json");
-        let threshold = threshold.to_string();
-        axle_ok(&[
-            "bundle",
-            "root",
-            "--sign",
-            path(&a),
-            "--sign",
-            path(&b),
-            "--threshold",
-            &threshold,
-            "-o",
-            path(&root),
-        ]);
-        Signing { dir }
-    }
-
-    fn key(&self, name: &str) -> PathBuf {
-        self.dir.path().join(format!("{name}.key"))
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("root.json")
-    }
-
-    /// `axle bundle create SOURCE` signed by `keys`, into `OUT`.
-    fn create(&self, source: &Path, out: &Path, version: u64, keys: &[&str], extra: &[&str]) -> u64 {
-        let version = version.to_string();
-        let mut args = vec!["bundle", "create", path(source), "-o", path(out), "--version", &version];
-        let key_paths: Vec<PathBuf> = keys.iter().map(|k| self.key(k)).collect();
-        for key in &key_paths {
-            args.extend(["--key", path(key)]);
-        }
-        args.extend(extra);
-        axle_ok(&args);
-        std::fs::metadata(out).expect("bundle written").len()
-    }
-}
 
 /// A simulated car: a server pinned to the signing root, one agent, the busybox image.
 struct Car {

@@ -25,14 +25,38 @@ fn invalid(why: &str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string())
 }
 
-/// Encodes `new` against `old`; `None` when the codec does not apply to inputs of this size.
-pub fn encode(codec: &str, old: &[u8], new: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
+/// How hard encoders work: the smallest bundle, or one made in seconds (a quick zstd level,
+/// and no bsdiff, whose suffix sort dominates on large targets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Effort {
+    #[default]
+    Best,
+    Fast,
+}
+
+impl Effort {
+    /// The zstd level of full payloads.
+    pub fn zstd_level(self) -> i32 {
+        match self {
+            Effort::Best => ZSTD_LEVEL,
+            Effort::Fast => 3,
+        }
+    }
+}
+
+/// Encodes `new` against `old`; `None` when the codec does not apply to inputs of this size
+/// (or this effort).
+pub fn encode(codec: &str, old: &[u8], new: &[u8], effort: Effort) -> std::io::Result<Option<Vec<u8>>> {
     match codec {
         "zstd-patch/1" => {
             // The target's signed hash checks the result: no frame checksum. Level 22 finds
             // a few more matches on some inputs; the decoder is the same.
+            let levels: &[i32] = match effort {
+                Effort::Best => &[ZSTD_LEVEL, 22],
+                Effort::Fast => &[3],
+            };
             let mut best: Option<Vec<u8>> = None;
-            for level in [ZSTD_LEVEL, 22] {
+            for &level in levels {
                 let mut patch = Vec::new();
                 let mut encoder = zstd::stream::write::Encoder::with_ref_prefix(&mut patch, level, old)?;
                 let window = ((old.len() + new.len()).max(1 << 20) as f64).log2().ceil() as u32;
@@ -47,7 +71,9 @@ pub fn encode(codec: &str, old: &[u8], new: &[u8]) -> std::io::Result<Option<Vec
             }
             Ok(best)
         }
-        "bsdiff/1" if old.len() + new.len() <= BSDIFF_MAX_INPUT => bsdiff(old, new).map(Some),
+        "bsdiff/1" if effort == Effort::Best && old.len() + new.len() <= BSDIFF_MAX_INPUT => {
+            bsdiff(old, new).map(Some)
+        }
         _ => Ok(None),
     }
 }
@@ -341,14 +367,14 @@ mod tests {
         new.splice(100_000..100_000, vec![0x90; 999]);
         new.truncate(150_000);
         for codec in CODECS {
-            let patch = encode(codec, &old, &new).expect("encodes").expect("applies to this size");
+            let patch = encode(codec, &old, &new, Effort::Best).expect("encodes").expect("applies to this size");
             let mut rebuilt = Vec::new();
             decode(codec, &old, &patch[..], &mut rebuilt).expect("decodes");
             assert!(rebuilt == new, "{codec} round trip");
         }
         let mut classic = Vec::new();
         qbsdiff::Bsdiff::new(&old, &new).compare(std::io::Cursor::new(&mut classic)).expect("bsdiff");
-        let ours = encode("bsdiff/1", &old, &new).expect("encodes").expect("some");
+        let ours = encode("bsdiff/1", &old, &new, Effort::Best).expect("encodes").expect("some");
         assert!(ours.len() < classic.len(), "ours {} vs BSDIFF40 {}", ours.len(), classic.len());
         // Firmware-like: random bytes overwritten with new values here and there.
         let firmware: Vec<u8> =
@@ -357,7 +383,7 @@ mod tests {
         for k in 0..10usize {
             edited[k * 29_000..k * 29_000 + 16].copy_from_slice(&[k as u8; 16]);
         }
-        let patch = encode("bsdiff/1", &firmware, &edited).expect("encodes").expect("some");
+        let patch = encode("bsdiff/1", &firmware, &edited, Effort::Best).expect("encodes").expect("some");
         let mut at = BSDIFF_MAGIC.len();
         get_varint(&mut &patch[at..]).expect("length");
         at += 3; // 300,000 as a varint

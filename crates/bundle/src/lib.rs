@@ -24,7 +24,6 @@ use trust::{canonical, sha256_hex, KeyPair, Root};
 
 /// The largest `bundle.json` accepted (endless-data protection for the metadata itself).
 const MAX_METADATA: u64 = 16 << 20;
-const ZSTD_LEVEL: i32 = 19;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
@@ -67,6 +66,7 @@ pub struct CreateOptions<'a> {
     pub health_timeout_seconds: Option<u64>,
     /// Called before each target is encoded: (index, count, name).
     pub progress: &'a dyn Fn(usize, usize, &str),
+    pub effort: delta::Effort,
 }
 
 /// What went into a bundle, per target: (name, length, payload codec, payload length).
@@ -96,10 +96,12 @@ fn sources(dir: &Path) -> Result<Vec<(String, PathBuf)>, BundleError> {
 }
 
 /// The kind of a target from its file name, where its `.meta.json` does not say (`kind`):
-/// OCI layout or `docker save` tars are images, YAML and JSON are Kubernetes manifests,
-/// anything else is a file.
+/// `axle` is Axle's own binary, OCI layout or `docker save` tars are images, YAML and JSON are
+/// Kubernetes manifests, anything else is a file.
 pub fn kind_of(name: &str) -> &'static str {
-    if name.ends_with(".oci.tar") || name.ends_with(".docker.tar") {
+    if name == "axle" {
+        "axle"
+    } else if name.ends_with(".oci.tar") || name.ends_with(".docker.tar") {
         "image"
     } else if name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json") {
         "manifest"
@@ -118,11 +120,17 @@ pub fn sha256_file(path: &Path) -> Result<(String, u64), BundleError> {
 
 /// Encodes one target into `out`: full (zstd) or, with a base, the smallest delta when it is
 /// smaller than the full encoding.
-fn encode(path: &Path, base: Option<&Path>, out: &Path) -> Result<(String, Option<Value>), BundleError> {
+fn encode(
+    path: &Path,
+    base: Option<&Path>,
+    out: &Path,
+    effort: delta::Effort,
+) -> Result<(String, Option<Value>), BundleError> {
     let full_length = {
         let input = std::fs::File::open(path).map_err(BundleError::io(path))?;
         let output = std::fs::File::create(out).map_err(BundleError::io(out))?;
-        let mut encoder = zstd::stream::write::Encoder::new(output, ZSTD_LEVEL).map_err(BundleError::io(out))?;
+        let mut encoder =
+            zstd::stream::write::Encoder::new(output, effort.zstd_level()).map_err(BundleError::io(out))?;
         encoder.include_checksum(true).map_err(BundleError::io(out))?;
         std::io::copy(&mut std::io::BufReader::new(input), &mut encoder).map_err(BundleError::io(out))?;
         let file = encoder.finish().map_err(BundleError::io(out))?;
@@ -134,7 +142,7 @@ fn encode(path: &Path, base: Option<&Path>, out: &Path) -> Result<(String, Optio
     let new = std::fs::read(path).map_err(BundleError::io(path))?;
     let mut best: Option<(&str, Vec<u8>)> = None;
     for codec in delta::CODECS {
-        let Some(patch) = delta::encode(codec, &old, &new).map_err(BundleError::io(path))? else { continue };
+        let Some(patch) = delta::encode(codec, &old, &new, effort).map_err(BundleError::io(path))? else { continue };
         if best.as_ref().is_none_or(|(_, b)| patch.len() < b.len()) {
             best = Some((codec, patch));
         }
@@ -174,10 +182,16 @@ fn create_in(source: &Path, out: &Path, options: &CreateOptions<'_>, work: &Path
         if custom.get("kind").is_none() {
             custom["kind"] = json!(kind_of(&name));
         }
+        // Axle's binary says its version in its stamp; the car checks it on trial.
+        if custom["kind"] == "axle" && custom.get("version").is_none() {
+            let stamp = selfupdate::stamp::read(&path)
+                .map_err(|e| BundleError::Target { name: name.clone(), why: e.to_string() })?;
+            custom["version"] = json!(stamp.version);
+        }
         targets.insert(name.clone(), json!({"length": length, "hashes": {"sha256": sha256}, "custom": custom}));
         let payload_path = work.join(index.to_string());
         let base = options.base.as_ref().map(|b| b.join(&name));
-        let (codec, base_ref) = encode(&path, base.as_deref(), &payload_path)?;
+        let (codec, base_ref) = encode(&path, base.as_deref(), &payload_path, options.effort)?;
         let (payload_sha, payload_length) = sha256_file(&payload_path)?;
         let mut payload = json!({"codec": codec, "sha256": payload_sha, "length": payload_length});
         if let Some(base_ref) = base_ref {
@@ -595,6 +609,7 @@ mod tests {
                 bundle_keys: keys,
                 health_timeout_seconds: None,
                 progress: &|_, _, _| {},
+                effort: delta::Effort::Best,
             };
             create(&self.dir.path().join(source), &out, &options).expect("created");
             out
@@ -675,6 +690,7 @@ mod tests {
             bundle_keys: vec![&f.key],
             health_timeout_seconds: None,
             progress: &|_, _, _| {},
+            effort: delta::Effort::Best,
         };
         let created = create(&f.dir.path().join("new"), &out, &options).expect("created");
         assert_eq!(created.targets[0].2, "bsdiff/1", "{:?}", created.targets);

@@ -447,6 +447,72 @@ pub fn import_sample_image(server: &Server, name: &str) {
     import(server, &layout, name);
 }
 
+pub fn axle(args: &[&str]) -> Output {
+    Command::new(axle_bin()).args(args).output().expect("axle runs")
+}
+
+pub fn axle_ok(args: &[&str]) -> String {
+    let out = axle(args);
+    assert!(out.status.success(), "axle {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+pub fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Update signing for tests: keys and a trust root in a directory of their own (the update server's side).
+pub struct Signing {
+    dir: tempfile::TempDir,
+}
+
+impl Signing {
+    /// Keys `a` and `b`; the root needs `threshold` signatures per role.
+    pub fn new(threshold: usize) -> Signing {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in ["a", "b", "stranger"] {
+            axle_ok(&["bundle", "keygen", path(&dir.path().join(name))]);
+        }
+        let (a, b) = (dir.path().join("a.key"), dir.path().join("b.key"));
+        let root = dir.path().join("root.json");
+        let threshold = threshold.to_string();
+        axle_ok(&[
+            "bundle",
+            "root",
+            "--sign",
+            path(&a),
+            "--sign",
+            path(&b),
+            "--threshold",
+            &threshold,
+            "-o",
+            path(&root),
+        ]);
+        Signing { dir }
+    }
+
+    pub fn key(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.key"))
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root.json")
+    }
+
+    /// `axle bundle create SOURCE` signed by `keys`, into `OUT`.
+    pub fn create(&self, source: &Path, out: &Path, version: u64, keys: &[&str], extra: &[&str]) -> u64 {
+        let version = version.to_string();
+        let mut args = vec!["bundle", "create", path(source), "-o", path(out), "--version", &version];
+        let key_paths: Vec<PathBuf> = keys.iter().map(|k| self.key(k)).collect();
+        for key in &key_paths {
+            args.extend(["--key", path(key)]);
+        }
+        args.extend(extra);
+        axle_ok(&args);
+        std::fs::metadata(out).expect("bundle written").len()
+    }
+}
+
 /// A child process killed when dropped.
 pub struct Killed(pub Child);
 

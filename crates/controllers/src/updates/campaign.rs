@@ -70,7 +70,7 @@ pub async fn step(client: &Client, config: &Config, campaign: &Value) -> Result<
             if campaign["status"]["staging"]["pushed"] != true {
                 let mut prefetch = targets::Prefetch::default();
                 for (done, target) in targets.iter().enumerate() {
-                    match targets::stage(client, target).await {
+                    match targets::stage(client, config, target).await {
                         Ok(more) => prefetch.merge(more),
                         Err(e) => return fail_on(client, campaign, target, "StagingFailed", e).await,
                     }
@@ -285,11 +285,7 @@ async fn commit(client: &Client, config: &Config, campaign: &Value, targets: &[T
     let later = |a: &str, b: &str| if a > b { a.to_string() } else { b.to_string() };
     installed["latestTime"] = json!(later(installed["latestTime"].as_str().unwrap_or(""), &now));
     for target in targets {
-        let kind = match target.kind {
-            targets::Kind::Image => "image",
-            targets::Kind::File => "file",
-            targets::Kind::Manifest => "manifest",
-        };
+        let kind = target.kind.name();
         installed["targets"][&target.name] = json!({
             "kind": kind, "sha256": target.sha256, "length": target.length, "custom": target.custom,
             "campaign": api::meta::name_of(campaign), "bundleVersion": version, "installedAt": now,

@@ -58,6 +58,7 @@ pub async fn verify(client: &Client, config: &Config, bundle_obj: &Value) -> Res
             version: installed["version"].as_u64().unwrap_or(0),
             latest_time: installed["latestTime"].as_str().map(String::from),
         };
+        super::targets::link_active_binary(&work_config)?;
         Ok(bundle::verify_and_stage(&upload, &root, &state, Some(&work_config.installed_dir()), &staging)?)
     });
     let outcome = work.await.map_err(|e| UpdateError::Target(format!("verification stopped: {e}")))?;

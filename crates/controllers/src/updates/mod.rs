@@ -45,11 +45,23 @@ pub struct Config {
     pub bundle_dir: Option<PathBuf>,
     /// Where `file` targets are installed (`custom.path`, else their name, below it).
     pub files_dir: PathBuf,
+    /// How this server replaces itself: set when `axle launch` started it.
+    pub self_update: Option<SelfUpdate>,
+}
+
+/// The slots of a server started by `axle launch`, and how to hand over to a new version.
+#[derive(Debug, Clone)]
+pub struct SelfUpdate {
+    pub slots: selfupdate::Slots,
+    /// The slot this process runs from.
+    pub slot: selfupdate::Slot,
+    /// Asks the server to stop cleanly and exit with `selfupdate::launcher::RESTART`.
+    pub restart: Arc<Notify>,
 }
 
 impl Config {
     pub fn new(data_dir: &Path) -> Config {
-        Config { data_dir: data_dir.to_path_buf(), bundle_dir: None, files_dir: data_dir.join("files") }
+        Config { data_dir: data_dir.to_path_buf(), bundle_dir: None, files_dir: data_dir.join("files"), self_update: None }
     }
 
     pub fn root_path(&self) -> PathBuf {

@@ -13,9 +13,15 @@
 //! - `file`: a file installed below the files directory (`custom.path`, else the target's
 //!   name), atomically; the previous content is kept until the campaign ends.
 //!
+//! - `axle`: Axle's own binary (`custom.version` is the version it reports), installed A/B: it
+//!   goes to the inactive slot while staging, activation puts it on trial in the boot record,
+//!   and the health check hands over to it (the server restarts through its launcher). It is
+//!   healthy once the launcher committed it; a trial that failed is reported by the old
+//!   version, which the launcher went back to. Restoring makes the previous slot active again.
+//!
 //! ECU firmware reaches ECUs through the `image` and `manifest` kinds (a firmware image and
 //! its `runtimeClassName: ecu` pod, flashed by the ECU gateway and healthy when the ECU runs
-//! the version); Axle's own binary is the next kind to implement this interface.
+//! the version).
 
 use super::{io_error, write_durably, Config, UpdateError, FIELD_MANAGER};
 use client::{Client, ClientError};
@@ -27,6 +33,8 @@ pub enum Kind {
     Image,
     File,
     Manifest,
+    /// Last: the hand-over restarts the server.
+    Axle,
 }
 
 impl Kind {
@@ -35,7 +43,17 @@ impl Kind {
             "image" => Some(Kind::Image),
             "file" => Some(Kind::File),
             "manifest" => Some(Kind::Manifest),
+            "axle" => Some(Kind::Axle),
             _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Image => "image",
+            Kind::File => "file",
+            Kind::Manifest => "manifest",
+            Kind::Axle => "axle",
         }
     }
 }
@@ -43,6 +61,8 @@ impl Kind {
 /// One target of a campaign, with its verified staged content.
 #[derive(Debug, Clone)]
 pub struct Target {
+    /// The campaign it belongs to.
+    pub campaign: String,
     pub name: String,
     pub kind: Kind,
     pub sha256: String,
@@ -105,6 +125,7 @@ pub fn of_campaign(config: &Config, campaign: &Value) -> Result<Vec<Target>, Upd
             .filter_map(StagedImage::from_json)
             .collect();
         targets.push(Target {
+            campaign: name.to_string(),
             images,
             staged: staged.join(&target_name),
             name: target_name,
@@ -201,13 +222,142 @@ fn install_file(from: &Path, to: &Path) -> Result<(), UpdateError> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Axle itself
+
+/// Trial defaults: starts allowed, and seconds each has to report healthy.
+const TRIAL_ATTEMPTS: u32 = 2;
+const TRIAL_SECONDS: u64 = 60;
+
+fn self_update(config: &Config) -> Result<&super::SelfUpdate, UpdateError> {
+    config.self_update.as_ref().ok_or_else(|| {
+        UpdateError::Target("this server was not started by `axle launch`, so it cannot replace itself".into())
+    })
+}
+
+fn axle_version(target: &Target) -> Result<&str, UpdateError> {
+    target.custom["version"]
+        .as_str()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| UpdateError::Target(format!("axle target {} declares no custom.version", target.name)))
+}
+
+fn boot_record(update: &super::SelfUpdate) -> Result<selfupdate::BootRecord, UpdateError> {
+    let slots = &update.slots;
+    slots
+        .load()
+        .map_err(|e| UpdateError::Target(e.to_string()))?
+        .ok_or_else(|| UpdateError::Target(format!("no boot record in {}", slots.dir().display())))
+}
+
+/// The new binary into the slot that is not running; its stamp must say the declared version.
+fn stage_axle(config: &Config, target: &Target) -> Result<(), UpdateError> {
+    let update = self_update(config)?;
+    let version = axle_version(target)?;
+    let stamp = selfupdate::stamp::read(&target.staged).map_err(|e| UpdateError::Target(e.to_string()))?;
+    if stamp.version != version {
+        return Err(UpdateError::Target(format!(
+            "axle target {}: the binary reports version {}, the bundle declares {version}",
+            target.name, stamp.version
+        )));
+    }
+    let record = boot_record(update)?;
+    if record.active_version == version && record.active != update.slot {
+        return Ok(()); // committed meanwhile; nothing to stage
+    }
+    update.slots.install(update.slot.other(), &target.staged).map_err(|e| UpdateError::Target(e.to_string()))
+}
+
+/// Puts the staged slot on trial (the launcher starts it when the server hands over).
+fn activate_axle(config: &Config, target: &Target) -> Result<(), UpdateError> {
+    let update = self_update(config)?;
+    let version = axle_version(target)?;
+    let mut record = boot_record(update)?;
+    let committed = record.active_version == version;
+    let armed = record.trial.as_ref().is_some_and(|t| t.campaign == target.campaign);
+    let tried = record.last_trial.as_ref().is_some_and(|t| t.campaign == target.campaign);
+    if committed || armed || tried {
+        return Ok(());
+    }
+    record.trial = Some(selfupdate::Trial {
+        slot: update.slot.other(),
+        version: version.to_string(),
+        attempts: 0,
+        max_attempts: target.custom["attempts"].as_u64().map_or(TRIAL_ATTEMPTS, |n| n.clamp(1, 10) as u32),
+        deadline_seconds: target.custom["trialSeconds"].as_u64().unwrap_or(TRIAL_SECONDS).max(1),
+        campaign: target.campaign.clone(),
+        last_failure: String::new(),
+    });
+    update.slots.save(&record).map_err(|e| UpdateError::Target(e.to_string()))
+}
+
+/// Healthy once the new version is committed and runs; a fallback is a failure with the
+/// launcher's reason; an armed trial makes this server hand over.
+fn axle_health(config: &Config, target: &Target) -> Result<Health, UpdateError> {
+    let update = self_update(config)?;
+    let version = axle_version(target)?;
+    let record = boot_record(update)?;
+    if let Some(trial) = record.trial.as_ref().filter(|t| t.campaign == target.campaign) {
+        if trial.slot != update.slot {
+            tracing::info!(version = %trial.version, "handing over to the new version");
+            update.restart.notify_one();
+        }
+        return Ok(Health::Waiting(format!("version {} is on trial", trial.version)));
+    }
+    if let Some(last) = record.last_trial.as_ref().filter(|t| t.campaign == target.campaign && !t.committed) {
+        return Ok(Health::Failed(format!("version {} fell back to {}: it {}", last.version, record.active_version, last.reason)));
+    }
+    if record.active_version == version && record.active == update.slot {
+        return Ok(Health::Healthy);
+    }
+    Ok(Health::Waiting(format!("version {version} is not running yet")))
+}
+
+/// The base of the next delta of Axle's binary is what runs: `installed/axle` is made a hard
+/// link to the active slot's binary before a bundle is verified.
+pub fn link_active_binary(config: &Config) -> Result<(), UpdateError> {
+    let Some(update) = &config.self_update else { return Ok(()) };
+    let record = boot_record(update)?;
+    let active = update.slots.binary(record.active);
+    let installed = config.installed_dir().join("axle");
+    let tmp = installed.with_extension("link-tmp");
+    std::fs::create_dir_all(config.installed_dir()).map_err(io_error(&config.installed_dir()))?;
+    let _ = std::fs::remove_file(&tmp);
+    if std::fs::hard_link(&active, &tmp).is_err() {
+        std::fs::copy(&active, &tmp).map_err(io_error(&tmp))?;
+    }
+    std::fs::rename(&tmp, &installed).map_err(io_error(&installed))
+}
+
+/// Makes the slot that was active before the campaign active again; hands over if this
+/// process runs the other one.
+fn restore_axle(config: &Config, entry: &Value) -> Result<(), UpdateError> {
+    let update = self_update(config)?;
+    let (Some(slot), Some(version)) = (entry["slot"].as_str().and_then(selfupdate::Slot::parse), entry["version"].as_str())
+    else {
+        return Ok(());
+    };
+    let mut record = boot_record(update)?;
+    if record.active != slot || record.trial.is_some() {
+        record.active = slot;
+        record.active_version = version.to_string();
+        record.trial = None;
+        update.slots.save(&record).map_err(|e| UpdateError::Target(e.to_string()))?;
+    }
+    if update.slot != slot {
+        tracing::info!(%version, "handing back to the previous version");
+        update.restart.notify_one();
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
 // the five steps
 
 /// Makes a target's content ready without changing what runs: images into the registry by
 /// digest; manifests checked by a server-side dry run. Returns the images the nodes should
 /// pull ahead (an image target by digest — its tag moves on activation — and the images a
 /// manifest's pods name).
-pub async fn stage(client: &Client, target: &Target) -> Result<Prefetch, UpdateError> {
+pub async fn stage(client: &Client, config: &Config, target: &Target) -> Result<Prefetch, UpdateError> {
     let mut prefetch = Prefetch::default();
     match target.kind {
         Kind::Image => {
@@ -249,6 +399,7 @@ pub async fn stage(client: &Client, target: &Target) -> Result<Prefetch, UpdateE
             }
         }
         Kind::File => {}
+        Kind::Axle => stage_axle(config, target)?,
     }
     Ok(prefetch)
 }
@@ -366,6 +517,11 @@ pub async fn remember(
                 }
                 previous.push(json!({"target": target.name, "kind": "file", "path": path, "existed": existed}));
             }
+            Kind::Axle => {
+                let record = boot_record(self_update(config)?)?;
+                previous.push(json!({"target": target.name, "kind": "axle",
+                    "slot": record.active.name(), "version": record.active_version}));
+            }
         }
     }
     Ok(Value::Array(previous))
@@ -381,6 +537,7 @@ pub async fn activate(client: &Client, config: &Config, target: &Target) -> Resu
             }
         }
         Kind::File => install_file(&target.staged, &install_path(config, target)?)?,
+        Kind::Axle => activate_axle(config, target)?,
         Kind::Manifest => {
             for obj in objects(target)? {
                 client.apply(&obj, FIELD_MANAGER).await.map_err(|e| {
@@ -409,6 +566,7 @@ pub async fn health(client: &Client, config: &Config, target: &Target) -> Result
             }
             Ok(Health::Healthy)
         }
+        Kind::Axle => axle_health(config, target),
         Kind::File => {
             let path = install_path(config, target)?;
             Ok(match bundle::sha256_file(&path) {
@@ -451,6 +609,7 @@ pub async fn restore(client: &Client, config: &Config, campaign: &str, previous:
                 }
                 // A tag that did not exist before stays: nothing restored refers to it.
             }
+            Some("axle") => restore_axle(config, entry)?,
             Some("file") => {
                 let path = PathBuf::from(entry["path"].as_str().unwrap_or(""));
                 let target_name = entry["target"].as_str().unwrap_or("");
@@ -506,7 +665,8 @@ async fn restore_object(client: &Client, entry: &Value) -> Result<(), UpdateErro
 /// Records a committed target as installed: its content becomes the base of the next delta.
 pub fn commit(config: &Config, target: &Target) -> Result<(), UpdateError> {
     let installed = config.installed_dir().join(&target.name);
-    if target.staged.is_file() {
+    // Axle's binary is in its slot; the base of the next delta is linked from there.
+    if target.staged.is_file() && target.kind != Kind::Axle {
         install_file(&target.staged, &installed)?;
     }
     Ok(())
