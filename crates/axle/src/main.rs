@@ -684,11 +684,8 @@ fn run_server(args: ServerArgs, started: Instant, log_sink: Option<telemetry::ex
         let launched = selfupdate::launcher::launched();
         let restart = std::sync::Arc::new(tokio::sync::Notify::new());
         if let Some((slots, slot, _)) = &launched {
-            updates.self_update = Some(controllers::updates::SelfUpdate {
-                slots: slots.clone(),
-                slot: *slot,
-                restart: restart.clone(),
-            });
+            updates.self_update =
+                Some(controllers::updates::SelfUpdate { slots: slots.clone(), slot: *slot, restart: restart.clone() });
         }
         if let Some(root) = &args.trust_root {
             controllers::updates::intake::pin_root(&updates, root)

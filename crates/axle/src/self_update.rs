@@ -65,7 +65,10 @@ pub fn stamp(args: StampArgs) -> anyhow::Result<()> {
     let faults = args
         .faults
         .iter()
-        .map(|f| Fault::parse(f).with_context(|| format!("unknown fault {f:?} (exit-at-start, hang-at-start, fail-self-check)")))
+        .map(|f| {
+            Fault::parse(f)
+                .with_context(|| format!("unknown fault {f:?} (exit-at-start, hang-at-start, fail-self-check)"))
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     stamp::write_stamped(&args.binary, &args.output, &args.version, &faults)?;
     println!("{}: axle {}", args.output.display(), args.version);

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 use support::{
-    axle_bin, axle_ok, busybox_layout, free_port, import, path, random_bytes, start_gateway, start_sim,
-    wait_for, Agent, Server, Signing,
+    axle_bin, axle_ok, busybox_layout, free_port, import, path, random_bytes, start_gateway, start_sim, wait_for,
+    Agent, Server, Signing,
 };
 
 /// A simulated car: a server pinned to the signing root, one agent, the busybox image.

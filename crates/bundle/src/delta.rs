@@ -71,9 +71,7 @@ pub fn encode(codec: &str, old: &[u8], new: &[u8], effort: Effort) -> std::io::R
             }
             Ok(best)
         }
-        "bsdiff/1" if effort == Effort::Best && old.len() + new.len() <= BSDIFF_MAX_INPUT => {
-            bsdiff(old, new).map(Some)
-        }
+        "bsdiff/1" if effort == Effort::Best && old.len() + new.len() <= BSDIFF_MAX_INPUT => bsdiff(old, new).map(Some),
         _ => Ok(None),
     }
 }

@@ -211,4 +211,3 @@ pub fn launched() -> Option<(Slots, Slot, bool)> {
     let trial = std::env::var(ENV_TRIAL).is_ok_and(|v| v == "1");
     Some((Slots::new(std::path::Path::new(&dir)), slot, trial))
 }
-

@@ -73,10 +73,7 @@ fn parse(bytes: &[u8]) -> Option<Stamp> {
     let end = text.iter().position(|b| *b == 0).unwrap_or(text.len());
     let text = std::str::from_utf8(&text[..end]).ok()?;
     let (version, faults) = text.split_once(';').unwrap_or((text, ""));
-    Some(Stamp {
-        version: version.to_string(),
-        faults: faults.split(',').filter_map(Fault::parse).collect(),
-    })
+    Some(Stamp { version: version.to_string(), faults: faults.split(',').filter_map(Fault::parse).collect() })
 }
 
 /// This process's stamp.

@@ -61,7 +61,12 @@ pub struct SelfUpdate {
 
 impl Config {
     pub fn new(data_dir: &Path) -> Config {
-        Config { data_dir: data_dir.to_path_buf(), bundle_dir: None, files_dir: data_dir.join("files"), self_update: None }
+        Config {
+            data_dir: data_dir.to_path_buf(),
+            bundle_dir: None,
+            files_dir: data_dir.join("files"),
+            self_update: None,
+        }
     }
 
     pub fn root_path(&self) -> PathBuf {

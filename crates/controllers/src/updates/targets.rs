@@ -304,7 +304,10 @@ fn axle_health(config: &Config, target: &Target) -> Result<Health, UpdateError> 
         return Ok(Health::Waiting(format!("version {} is on trial", trial.version)));
     }
     if let Some(last) = record.last_trial.as_ref().filter(|t| t.campaign == target.campaign && !t.committed) {
-        return Ok(Health::Failed(format!("version {} fell back to {}: it {}", last.version, record.active_version, last.reason)));
+        return Ok(Health::Failed(format!(
+            "version {} fell back to {}: it {}",
+            last.version, record.active_version, last.reason
+        )));
     }
     if record.active_version == version && record.active == update.slot {
         return Ok(Health::Healthy);
@@ -332,7 +335,8 @@ pub fn link_active_binary(config: &Config) -> Result<(), UpdateError> {
 /// process runs the other one.
 fn restore_axle(config: &Config, entry: &Value) -> Result<(), UpdateError> {
     let update = self_update(config)?;
-    let (Some(slot), Some(version)) = (entry["slot"].as_str().and_then(selfupdate::Slot::parse), entry["version"].as_str())
+    let (Some(slot), Some(version)) =
+        (entry["slot"].as_str().and_then(selfupdate::Slot::parse), entry["version"].as_str())
     else {
         return Ok(());
     };
