@@ -16,10 +16,12 @@ mod node;
 mod pods;
 mod prestage;
 mod probes;
+mod self_update;
 mod stats;
 mod supervisor;
 
 pub use node::{Agent, Config, Telemetry};
+pub use self_update::SelfUpdate;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {

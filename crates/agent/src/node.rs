@@ -19,6 +19,8 @@ pub struct Config {
     pub heartbeat: Duration,
     /// OpenTelemetry export of the agent's logs and metrics and its containers' logs.
     pub telemetry: Option<Telemetry>,
+    /// How the agent replaces itself (when `axle launch` runs it).
+    pub self_update: Option<crate::SelfUpdate>,
 }
 
 /// Where the agent exports to, and the sink its own logs are captured into.
@@ -73,8 +75,13 @@ impl Agent {
         );
         let endpoint = crate::endpoint::serve(listener, self.config.data_dir.clone(), stats.clone(), shutdown.clone());
         let sampler = stats.sample(shutdown.clone());
-        let prestage =
-            crate::prestage::run(self.client.clone(), self.config.node_name.clone(), images, shutdown.clone());
+        let prestage = crate::prestage::run(
+            self.client.clone(),
+            self.config.node_name.clone(),
+            images,
+            self.config.self_update.clone(),
+            shutdown.clone(),
+        );
         let export = self.export(stats.clone(), export_metrics, shutdown.clone());
         let (heartbeat, (), (), (), (), ()) = tokio::join!(
             self.heartbeat(shutdown.clone(), log_port),
@@ -121,6 +128,9 @@ impl Agent {
                         tracing::info!(node = %self.config.node_name, "node registered and ready");
                         last_check = tokio::time::Instant::now();
                         self.node_event("NodeReady", "status is now: NodeReady").await;
+                        if let Some(update) = self.config.self_update.as_ref().filter(|u| u.trial) {
+                            crate::self_update::check_trial(update);
+                        }
                     }
                     registered = true;
                     backoff = Duration::from_millis(200);
@@ -231,8 +241,8 @@ impl Agent {
                 "nodeInfo": {
                     "machineID": m.machine_id, "systemUUID": m.machine_id, "bootID": m.boot_id,
                     "kernelVersion": m.kernel_version, "osImage": m.os_image,
-                    "containerRuntimeVersion": format!("axle://{}", env!("CARGO_PKG_VERSION")),
-                    "kubeletVersion": format!("v1.32.0-axle.{}", env!("CARGO_PKG_VERSION")),
+                    "containerRuntimeVersion": format!("axle://{}", selfupdate::stamp::version()),
+                    "kubeletVersion": format!("v1.32.0-axle.{}", selfupdate::stamp::version()),
                     "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": arch,
                 },
                 "daemonEndpoints": {"kubeletEndpoint": {"Port": log_port}},

@@ -5,6 +5,7 @@
 //! or goes away.
 
 use crate::images::ImageCache;
+use crate::AgentError;
 use client::{Client, ClientError};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -17,12 +18,13 @@ pub async fn run(
     client: Arc<Client>,
     node: String,
     images: Arc<ImageCache>,
+    update: Option<crate::SelfUpdate>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_secs(1);
     loop {
         let result = tokio::select! {
-            result = follow(&client, &node, &images) => result,
+            result = follow(&client, &node, &images, update.as_ref()) => result,
             _ = shutdown.changed() => return,
         };
         match result {
@@ -41,23 +43,36 @@ pub async fn run(
 }
 
 /// Lists the campaigns, stages what waits for this node, then watches until the watch ends.
-async fn follow(client: &Client, node: &str, images: &ImageCache) -> Result<(), ClientError> {
+async fn follow(
+    client: &Client,
+    node: &str,
+    images: &ImageCache,
+    update: Option<&crate::SelfUpdate>,
+) -> Result<(), AgentError> {
     let list = client.get(CAMPAIGNS).await?;
     for campaign in list["items"].as_array().into_iter().flatten() {
-        stage_if_asked(client, node, images, campaign).await?;
+        stage_if_asked(client, node, images, update, campaign).await?;
+        crate::self_update::follow(client, node, update, campaign).await?;
     }
     let rv = list["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string();
     let mut watch = client.watch(CAMPAIGNS, &rv).await?;
     while let Some(event) = watch.next().await {
         let event = event?;
         if matches!(event["type"].as_str(), Some("ADDED" | "MODIFIED")) {
-            stage_if_asked(client, node, images, &event["object"]).await?;
+            stage_if_asked(client, node, images, update, &event["object"]).await?;
+            crate::self_update::follow(client, node, update, &event["object"]).await?;
         }
     }
     Ok(())
 }
 
-async fn stage_if_asked(client: &Client, node: &str, images: &ImageCache, campaign: &Value) -> Result<(), ClientError> {
+async fn stage_if_asked(
+    client: &Client,
+    node: &str,
+    images: &ImageCache,
+    update: Option<&crate::SelfUpdate>,
+    campaign: &Value,
+) -> Result<(), ClientError> {
     let staging = &campaign["status"]["staging"];
     if campaign["status"]["phase"] != "Staging" || !staging["images"].is_array() || !staging["nodes"][node].is_null() {
         return Ok(());
@@ -68,6 +83,11 @@ async fn stage_if_asked(client: &Client, node: &str, images: &ImageCache, campai
         if let Err(e) = images.ensure(image).await {
             outcome = format!("Failed: {image}: {}", e.message);
             break;
+        }
+    }
+    if staging["agentBinary"].is_object() && outcome == "Staged" {
+        if let Err(why) = crate::self_update::stage(client, update, &staging["agentBinary"]).await {
+            outcome = format!("Failed: {why}");
         }
     }
     tracing::info!(campaign = name, %outcome, "update staged on this node");

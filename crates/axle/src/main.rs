@@ -522,6 +522,13 @@ async fn run_agent(args: AgentArgs, log_sink: Option<telemetry::export::LogSink>
         labels.insert(k.to_string(), v.to_string());
     }
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    let restart = std::sync::Arc::new(tokio::sync::Notify::new());
+    let launched = selfupdate::launcher::launched().map(|(slots, slot, trial)| agent::SelfUpdate {
+        slots,
+        slot,
+        trial,
+        restart: restart.clone(),
+    });
     let telemetry = match (args.otlp.config("axle-agent", &args.node_name, &args.data_dir), log_sink) {
         (Some(export), Some(sink)) => Some(agent::Telemetry { export, sink }),
         _ => None,
@@ -533,6 +540,7 @@ async fn run_agent(args: AgentArgs, log_sink: Option<telemetry::export::LogSink>
             data_dir: args.data_dir,
             heartbeat: std::time::Duration::from_secs(args.heartbeat_seconds.max(1)),
             telemetry,
+            self_update: launched.clone(),
         },
         client::Client::new(config),
     )?;
@@ -545,6 +553,12 @@ async fn run_agent(args: AgentArgs, log_sink: Option<telemetry::export::LogSink>
             signal?;
             let _ = stop.send(true);
             run.await?;
+        }
+        _ = restart.notified() => {
+            let _ = stop.send(true);
+            run.await?;
+            // The launcher starts the version the boot record names now.
+            std::process::exit(selfupdate::launcher::RESTART);
         }
     }
     Ok(())

@@ -12,7 +12,7 @@ use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{axle_bin, axle_ok, free_port, path, wait_for, Killed, Signing};
+use support::{axle_bin, axle_ok, free_port, path, wait_for, Signing};
 
 /// The version the test build reports.
 const V1: &str = env!("CARGO_PKG_VERSION");
@@ -23,19 +23,26 @@ struct Car {
     dir: tempfile::TempDir,
     port: u16,
     launcher: Option<Child>,
-    _agent: Option<Killed>,
+    agent: Option<Child>,
     signing: Signing,
     /// The stripped v1 binary the launcher started from.
     v1: PathBuf,
     /// The binary the car runs: the base of the next delta.
     installed: PathBuf,
-    /// The binary each delivered bundle carries, by bundle version.
-    delivered: std::collections::BTreeMap<u64, PathBuf>,
+    /// The binary each delivered bundle carries, by bundle version, if it updates the server.
+    delivered: std::collections::BTreeMap<u64, Option<PathBuf>>,
     bundles: u64,
+    /// A file the next bundle carries besides the binary: (name, content).
+    extra_target: Option<(String, String)>,
 }
 
 impl Car {
     fn start() -> Car {
+        Car::start_with_agent(false)
+    }
+
+    /// With `launched`, the agent runs under `axle launch` too (and can update itself).
+    fn start_with_agent(launched: bool) -> Car {
         let dir = tempfile::tempdir().expect("tempdir");
         // A debug build carries ~150 MB of debug info; the car gets it stripped, as a release.
         let v1 = dir.path().join("axle-v1");
@@ -46,26 +53,37 @@ impl Car {
             dir,
             port: free_port(),
             launcher: None,
-            _agent: None,
+            agent: None,
             signing: Signing::new(1),
             installed: v1.clone(),
             v1,
             delivered: Default::default(),
             bundles: 0,
+            extra_target: None,
         };
         car.launch();
         car.wait_api(Duration::from_secs(30));
-        let agent = Command::new(axle_bin())
+        let agent_dir = car.dir.path().join("agent");
+        let mut agent = if launched {
+            let mut c = Command::new(&car.v1);
+            c.args(["launch", "--data-dir", path(&agent_dir), "--"]);
+            c
+        } else {
+            Command::new(axle_bin())
+        };
+        let agent = agent
             .args(["agent", "--server", &car.url(), "--node-name", "hpc-1", "--heartbeat-seconds", "1"])
             .arg("--token-file")
             .arg(car.data().join("node-token"))
             .arg("--data-dir")
-            .arg(car.dir.path().join("agent"))
+            .arg(&agent_dir)
+            .env("AXLE_LOG", "info")
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(car.dir.path().join("agent.log")).expect("log"))
             .spawn()
             .expect("agent starts");
-        car._agent = Some(Killed(agent));
+        car.agent = Some(agent);
         let pod = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "nav", "namespace": "default"},
             "spec": {"nodeName": "hpc-1", "runtimeClassName": "process", "terminationGracePeriodSeconds": 1,
                      "containers": [{"name": "app", "image": "none", "command": ["/bin/sleep", "3600"]}]}}"#;
@@ -142,6 +160,11 @@ impl Car {
     /// A bundle with an Axle binary stamped `version` (and `faults`), trial settings in its
     /// metadata, delivered on the USB stick; returns the bundle's version and size.
     fn deliver(&mut self, version: &str, faults: &[&str], trial_seconds: u64) -> (u64, u64) {
+        self.deliver_to(version, faults, trial_seconds, &["server"])
+    }
+
+    /// As `deliver`, for these components (`server`, `agent`).
+    fn deliver_to(&mut self, version: &str, faults: &[&str], trial_seconds: u64, components: &[&str]) -> (u64, u64) {
         self.bundles += 1;
         let source = self.dir.path().join(format!("source-{}", self.bundles));
         std::fs::create_dir_all(&source).expect("source");
@@ -152,13 +175,16 @@ impl Car {
         let binary = source.join("axle");
         args.extend(["-o", path(&binary)]);
         axle_ok(&args);
-        std::fs::write(source.join("axle.meta.json"), format!(r#"{{"trialSeconds": {trial_seconds}, "attempts": 2}}"#))
-            .expect("meta");
+        if let Some((name, content)) = self.extra_target.take() {
+            std::fs::write(source.join(name), content).expect("extra target");
+        }
+        let meta = serde_json::json!({"trialSeconds": trial_seconds, "attempts": 2, "components": components});
+        std::fs::write(source.join("axle.meta.json"), meta.to_string()).expect("meta");
         // Deltas against what the car runs.
         let base = self.dir.path().join(format!("base-{}", self.bundles));
         std::fs::create_dir_all(&base).expect("base");
         std::fs::hard_link(&self.installed, base.join("axle")).expect("base binary");
-        self.delivered.insert(self.bundles, binary.clone());
+        self.delivered.insert(self.bundles, components.contains(&"server").then(|| binary.clone()));
         let name = format!("selfupdate-{}", self.bundles);
         let bundle = self.dir.path().join(format!("{name}.axb"));
         let size = self.signing.create(&source, &bundle, self.bundles, &["a"], &["--fast", "--base", path(&base)]);
@@ -179,7 +205,9 @@ impl Car {
             if let Some(campaign) = found {
                 match campaign["status"]["phase"].as_str() {
                     Some("Committed") => {
-                        self.installed = self.delivered[&bundle].clone();
+                        if let Some(Some(binary)) = self.delivered.get(&bundle) {
+                            self.installed = binary.clone();
+                        }
                         return campaign.clone();
                     }
                     Some("RolledBack") => return campaign.clone(),
@@ -189,13 +217,17 @@ impl Car {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let log = std::fs::read_to_string(self.dir.path().join("launcher.log")).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
-        panic!(
-            "the campaign of bundle {bundle} did not finish: {last}\nslots:\n{}\nlauncher log:\n{}",
-            self.status(),
-            tail.join("\n")
-        );
+        panic!("the campaign of bundle {bundle} did not finish: {last}\n{}", self.diagnose());
+    }
+
+    /// The slots and the ends of the launcher's and the agent's logs, for a failure message.
+    fn diagnose(&self) -> String {
+        let tail = |file: &str| {
+            let log = std::fs::read_to_string(self.dir.path().join(file)).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().rev().take(30).collect();
+            lines.into_iter().rev().collect::<Vec<_>>().join("\n")
+        };
+        format!("slots:\n{}\nlauncher log:\n{}\nagent log:\n{}", self.status(), tail("launcher.log"), tail("agent.log"))
     }
 
     fn status(&self) -> String {
@@ -209,8 +241,17 @@ impl Drop for Car {
             // SAFETY: kill(2) of the process group the test started.
             unsafe { libc::kill(-(child.id() as i32), libc::SIGTERM) };
         }
+        if let Some(agent) = &self.agent {
+            // SAFETY: kill(2) of the process group the test started.
+            unsafe { libc::kill(-(agent.id() as i32), libc::SIGTERM) };
+        }
         std::thread::sleep(Duration::from_millis(300));
         self.power_cut();
+        if let Some(mut agent) = self.agent.take() {
+            // SAFETY: as above.
+            unsafe { libc::kill(-(agent.id() as i32), libc::SIGKILL) };
+            let _ = agent.wait();
+        }
     }
 }
 
@@ -298,6 +339,63 @@ fn moments(seed: u64, count: usize, span: Duration) -> Vec<Duration> {
             Duration::from_millis(n % span.as_millis() as u64)
         })
         .collect()
+}
+
+/// The version the agent of hpc-1 reports in its Node.
+fn agent_version(car: &Car) -> Option<String> {
+    let node = car.get("/api/v1/nodes/hpc-1")?;
+    node["status"]["nodeInfo"]["kubeletVersion"].as_str()?.rsplit("-axle.").next().map(String::from)
+}
+
+#[test]
+fn agents_update_themselves_and_fall_back() {
+    let mut car = Car::start_with_agent(true);
+    assert_eq!(agent_version(&car).as_deref(), Some(V1));
+    let (bundle, _) = car.deliver_to("2.0.0", &[], 20, &["agent"]);
+    let campaign = car.finished_campaign(bundle, Duration::from_secs(120));
+    assert_eq!(campaign["status"]["phase"], "Committed", "{campaign}");
+    assert_eq!(campaign["status"]["agents"]["hpc-1"], "Committed 2.0.0");
+    wait_for("the agent to report 2.0.0", Duration::from_secs(30), || {
+        (agent_version(&car).as_deref() == Some("2.0.0")).then_some(())
+    });
+    assert_eq!(car.running_version().as_deref(), Some(V1), "the server was not part of it");
+    car.wait_pod_running();
+
+    let (bundle, _) = car.deliver_to("3.0.0", &["exit-at-start"], 5, &["agent"]);
+    let campaign = car.finished_campaign(bundle, Duration::from_secs(120));
+    assert_eq!(campaign["status"]["phase"], "RolledBack", "{campaign}");
+    let message = campaign["status"]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("the agent of hpc-1 version 3.0.0 fell back") && message.contains("exited with code 1"),
+        "{message}"
+    );
+    assert_eq!(agent_version(&car).as_deref(), Some("2.0.0"));
+    car.wait_pod_running();
+
+    // The agent commits 4.0.0, then another target of the campaign fails (a pod that exits
+    // after a few seconds): the campaign rolls back and the agent returns to 2.0.0 by itself.
+    let failing_pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: doomed, namespace: default}\nspec:\n  \
+        nodeName: hpc-1\n  runtimeClassName: process\n  restartPolicy: Never\n  \
+        containers: [{name: app, image: none, command: [/bin/sh, -c, 'sleep 5; exit 3']}]\n";
+    car.extra_target = Some(("doomed.yaml".into(), failing_pod.into()));
+    let (bundle, _) = car.deliver_to("4.0.0", &[], 20, &["agent"]);
+    let campaign = car.finished_campaign(bundle, Duration::from_secs(120));
+    assert_eq!(campaign["status"]["phase"], "RolledBack", "{campaign}");
+    let path = format!("/apis/axle.dev/v1alpha1/campaigns/{}", api_name(&campaign));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let report = car.get(&path).map(|c| c["status"]["agents"]["hpc-1"].clone()).unwrap_or_default();
+        if report == "RolledBack to 2.0.0" && agent_version(&car).as_deref() == Some("2.0.0") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the agent did not return to 2.0.0: {report}\n{}", car.diagnose());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    car.wait_pod_running();
+}
+
+fn api_name(object: &Value) -> String {
+    object["metadata"]["name"].as_str().unwrap_or("").to_string()
 }
 
 fn selfupdate_status_json(car: &Car) -> Value {

@@ -76,7 +76,8 @@ pub async fn step(client: &Client, config: &Config, campaign: &Value) -> Result<
                     }
                     progress(client, name, done + 1, total).await?;
                 }
-                let staging = json!({"pushed": true, "tags": prefetch.tags(), "images": prefetch.into_images(), "startedAt": api::meta::now_rfc3339()});
+                let staging = json!({"pushed": true, "tags": prefetch.tags(), "agentBinary": prefetch.agent_binary(),
+                    "images": prefetch.into_images(), "startedAt": api::meta::now_rfc3339()});
                 patch_status(client, CAMPAIGNS, name, json!({"staging": staging})).await?;
                 return Ok(Some(Duration::ZERO));
             }
@@ -148,7 +149,7 @@ enum NodeStaging {
 /// a node that is not ready pulls what it misses when it comes back).
 async fn nodes_staged(client: &Client, campaign: &Value) -> Result<NodeStaging, UpdateError> {
     let staging = &campaign["status"]["staging"];
-    if staging["images"].as_array().is_none_or(Vec::is_empty) {
+    if staging["images"].as_array().is_none_or(Vec::is_empty) && staging["agentBinary"].is_null() {
         return Ok(NodeStaging::Done);
     }
     let nodes = client.get("/api/v1/nodes").await?;

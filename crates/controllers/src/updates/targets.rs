@@ -13,11 +13,16 @@
 //! - `file`: a file installed below the files directory (`custom.path`, else the target's
 //!   name), atomically; the previous content is kept until the campaign ends.
 //!
-//! - `axle`: Axle's own binary (`custom.version` is the version it reports), installed A/B: it
-//!   goes to the inactive slot while staging, activation puts it on trial in the boot record,
-//!   and the health check hands over to it (the server restarts through its launcher). It is
-//!   healthy once the launcher committed it; a trial that failed is reported by the old
-//!   version, which the launcher went back to. Restoring makes the previous slot active again.
+//! - `axle`: Axle's own binary (`custom.version` is the version it reports), installed A/B in
+//!   the server and/or the agents (`custom.components`: `server` (default), `agent`). For the
+//!   server it goes to the inactive slot while staging, activation puts it on trial in the boot
+//!   record, and the health check hands over to it (the server restarts through its
+//!   launcher); healthy once the launcher committed it; a trial that failed is reported by the
+//!   old version, which the launcher went back to; restoring makes the previous slot active
+//!   again. For agents it goes to the car's registry (`axle/axle:VERSION`, an OCI artifact)
+//!   while staging; each agent pulls it into its own inactive slot and, once the campaign
+//!   verifies, tries it the same way and reports in `status.agents`; they go back by
+//!   themselves when the campaign rolls back (see the agent's `self_update`).
 //!
 //! ECU firmware reaches ECUs through the `image` and `manifest` kinds (a firmware image and
 //! its `runtimeClassName: ecu` pod, flashed by the ECU gateway and healthy when the ECU runs
@@ -234,6 +239,65 @@ fn self_update(config: &Config) -> Result<&super::SelfUpdate, UpdateError> {
     })
 }
 
+/// The repository agents pull Axle's binary from.
+pub const AGENT_BINARY_REPOSITORY: &str = "axle/axle";
+const BINARY_MEDIA_TYPE: &str = "application/vnd.axle.binary.v1";
+
+/// Whether the target updates the server, and the agents.
+fn components(target: &Target) -> (bool, bool) {
+    match target.custom["components"].as_array() {
+        None => (true, false),
+        Some(list) => (list.iter().any(|c| c == "server"), list.iter().any(|c| c == "agent")),
+    }
+}
+
+/// Pushes the binary as an OCI artifact (`axle/axle:VERSION`): the agents pull its layer by
+/// digest, and the manifest keeps it from garbage collection.
+async fn push_agent_binary(client: &Client, target: &Target, version: &str) -> Result<Value, UpdateError> {
+    let digest = format!("sha256:{}", target.sha256);
+    let file = std::fs::File::open(&target.staged).map_err(io_error(&target.staged))?;
+    client.push_blob(AGENT_BINARY_REPOSITORY, &digest, file).await?;
+    let empty = b"{}";
+    let (empty_digest, _) = images::sha256_of(&empty[..]).map_err(io_error(&target.staged))?;
+    client.push_blob(AGENT_BINARY_REPOSITORY, &empty_digest, &empty[..]).await?;
+    let manifest = json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": BINARY_MEDIA_TYPE,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty_digest, "size": 2},
+        "layers": [{"mediaType": BINARY_MEDIA_TYPE, "digest": digest, "size": target.length}],
+    });
+    let bytes = serde_json::to_vec(&manifest).unwrap_or_default();
+    client
+        .push_manifest(AGENT_BINARY_REPOSITORY, version, &bytes, "application/vnd.oci.image.manifest.v1+json")
+        .await?;
+    Ok(json!({"repository": AGENT_BINARY_REPOSITORY, "digest": digest, "version": version, "target": target.name}))
+}
+
+/// How the agents took the target: healthy when every ready agent committed it.
+async fn agents_health(client: &Client, target: &Target, version: &str) -> Result<Health, UpdateError> {
+    let campaign = client.get(&format!("{}/{}", super::CAMPAIGNS, target.campaign)).await?;
+    let nodes = client.get("/api/v1/nodes").await?;
+    let mut waiting = Vec::new();
+    for node in nodes["items"].as_array().into_iter().flatten() {
+        let name = api::meta::name_of(node);
+        if !crate::placement::node_is_ready(node) || node["metadata"]["labels"]["axle.dev/ecu"] == "true" {
+            continue;
+        }
+        match campaign["status"]["agents"][name].as_str() {
+            Some(report) if report == format!("Committed {version}") => {}
+            Some(report) if report.starts_with("FellBack") => {
+                return Ok(Health::Failed(format!("the agent of {name} {}", report.trim_start_matches("FellBack: "))))
+            }
+            _ => waiting.push(name.to_string()),
+        }
+    }
+    Ok(if waiting.is_empty() {
+        Health::Healthy
+    } else {
+        Health::Waiting(format!("agents of {} not on version {version} yet", waiting.join(", ")))
+    })
+}
+
 fn axle_version(target: &Target) -> Result<&str, UpdateError> {
     target.custom["version"]
         .as_str()
@@ -249,9 +313,9 @@ fn boot_record(update: &super::SelfUpdate) -> Result<selfupdate::BootRecord, Upd
         .ok_or_else(|| UpdateError::Target(format!("no boot record in {}", slots.dir().display())))
 }
 
-/// The new binary into the slot that is not running; its stamp must say the declared version.
-fn stage_axle(config: &Config, target: &Target) -> Result<(), UpdateError> {
-    let update = self_update(config)?;
+/// Checks the binary's stamp says the declared version; the server's part goes to the slot
+/// that is not running, the agents' to the registry (returned for the campaign's status).
+async fn stage_axle(client: &Client, config: &Config, target: &Target) -> Result<Option<Value>, UpdateError> {
     let version = axle_version(target)?;
     let stamp = selfupdate::stamp::read(&target.staged).map_err(|e| UpdateError::Target(e.to_string()))?;
     if stamp.version != version {
@@ -260,6 +324,16 @@ fn stage_axle(config: &Config, target: &Target) -> Result<(), UpdateError> {
             target.name, stamp.version
         )));
     }
+    let (server, agents) = components(target);
+    let agent_binary = if agents { Some(push_agent_binary(client, target, version).await?) } else { None };
+    if server {
+        stage_server_binary(config, target, version)?;
+    }
+    Ok(agent_binary)
+}
+
+fn stage_server_binary(config: &Config, target: &Target, version: &str) -> Result<(), UpdateError> {
+    let update = self_update(config)?;
     let record = boot_record(update)?;
     if record.active_version == version && record.active != update.slot {
         return Ok(()); // committed meanwhile; nothing to stage
@@ -269,6 +343,9 @@ fn stage_axle(config: &Config, target: &Target) -> Result<(), UpdateError> {
 
 /// Puts the staged slot on trial (the launcher starts it when the server hands over).
 fn activate_axle(config: &Config, target: &Target) -> Result<(), UpdateError> {
+    if !components(target).0 {
+        return Ok(());
+    }
     let update = self_update(config)?;
     let version = axle_version(target)?;
     let mut record = boot_record(update)?;
@@ -290,9 +367,25 @@ fn activate_axle(config: &Config, target: &Target) -> Result<(), UpdateError> {
     update.slots.save(&record).map_err(|e| UpdateError::Target(e.to_string()))
 }
 
+/// The agents' part first (they try the new version while the server still runs the old
+/// one), then the server's.
+async fn axle_health(client: &Client, config: &Config, target: &Target) -> Result<Health, UpdateError> {
+    let (server, agents) = components(target);
+    if agents {
+        match agents_health(client, target, axle_version(target)?).await? {
+            Health::Healthy => {}
+            other => return Ok(other),
+        }
+    }
+    if !server {
+        return Ok(Health::Healthy);
+    }
+    server_health(config, target)
+}
+
 /// Healthy once the new version is committed and runs; a fallback is a failure with the
 /// launcher's reason; an armed trial makes this server hand over.
-fn axle_health(config: &Config, target: &Target) -> Result<Health, UpdateError> {
+fn server_health(config: &Config, target: &Target) -> Result<Health, UpdateError> {
     let update = self_update(config)?;
     let version = axle_version(target)?;
     let record = boot_record(update)?;
@@ -403,7 +496,7 @@ pub async fn stage(client: &Client, config: &Config, target: &Target) -> Result<
             }
         }
         Kind::File => {}
-        Kind::Axle => stage_axle(config, target)?,
+        Kind::Axle => prefetch.agent_binary = stage_axle(client, config, target).await?,
     }
     Ok(prefetch)
 }
@@ -418,13 +511,21 @@ pub struct Prefetch {
     /// The bundle's own images, by target. Their tags still name the old image until
     /// activation, so they are pulled by digest.
     brought: Vec<(String, StagedImage)>,
+    /// Axle's binary for the agents: where they pull it (`status.staging.agentBinary`).
+    agent_binary: Option<Value>,
 }
 
 impl Prefetch {
     pub fn merge(&mut self, other: Prefetch) {
+        self.agent_binary = self.agent_binary.take().or(other.agent_binary);
         self.images.extend(other.images);
         self.firmware.extend(other.firmware);
         self.brought.extend(other.brought);
+    }
+
+    /// Where agents pull Axle's binary, if the campaign updates them.
+    pub fn agent_binary(&self) -> Value {
+        self.agent_binary.clone().unwrap_or(Value::Null)
     }
 
     /// What each image target put into the registry (`status.staging.tags`).
@@ -477,11 +578,12 @@ fn pod_images(obj: &Value) -> (Vec<String>, Vec<String>) {
         .flat_map(|list| spec[*list].as_array().into_iter().flatten())
         .filter_map(|c| c["image"].as_str().map(String::from))
         .collect();
-    // ECU firmware is pulled by the ECU gateway when it flashes, not by agents.
-    if spec["runtimeClassName"] == "ecu" {
-        (Vec::new(), named)
-    } else {
-        (named, Vec::new())
+    // ECU firmware is pulled by the ECU gateway when it flashes, not by agents; native
+    // process pods run host programs and pull nothing.
+    match spec["runtimeClassName"].as_str() {
+        Some("ecu") => (Vec::new(), named),
+        Some("process") => (Vec::new(), Vec::new()),
+        _ => (named, Vec::new()),
     }
 }
 
@@ -521,11 +623,13 @@ pub async fn remember(
                 }
                 previous.push(json!({"target": target.name, "kind": "file", "path": path, "existed": existed}));
             }
-            Kind::Axle => {
+            Kind::Axle if components(target).0 => {
                 let record = boot_record(self_update(config)?)?;
                 previous.push(json!({"target": target.name, "kind": "axle",
                     "slot": record.active.name(), "version": record.active_version}));
             }
+            // Agents remember their previous slot themselves.
+            Kind::Axle => {}
         }
     }
     Ok(Value::Array(previous))
@@ -570,7 +674,7 @@ pub async fn health(client: &Client, config: &Config, target: &Target) -> Result
             }
             Ok(Health::Healthy)
         }
-        Kind::Axle => axle_health(config, target),
+        Kind::Axle => axle_health(client, config, target).await,
         Kind::File => {
             let path = install_path(config, target)?;
             Ok(match bundle::sha256_file(&path) {
