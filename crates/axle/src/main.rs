@@ -47,7 +47,11 @@ enum Command {
     /// fallback (`axle launch -- server …`).
     Launch(self_update::LaunchArgs),
     /// This binary's version, and the A/B slots when there are.
-    Version,
+    Version {
+        /// The data directory whose slots to show. [default: the launcher's, else as `axle server`]
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Axle's own updates: the A/B slots and the trial.
     #[command(subcommand)]
     Selfupdate(self_update::SelfUpdateCommand),
@@ -411,7 +415,7 @@ fn run(cli: Cli, started: Instant, log_sink: Option<telemetry::export::LogSink>)
             let code = self_update::launch(args, default_data_dir())?;
             std::process::exit(code);
         }
-        Command::Version => self_update::version(default_data_dir()),
+        Command::Version { data_dir } => self_update::version(data_dir),
         Command::Selfupdate(self_update::SelfUpdateCommand::Status(args)) => {
             self_update::status(args, default_data_dir())
         }

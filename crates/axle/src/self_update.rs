@@ -75,13 +75,14 @@ pub fn stamp(args: StampArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `axle version`: this binary's version and, when a launcher started it or slots exist in
-/// the default data directory, the slots.
-pub fn version(default_data_dir: PathBuf) -> anyhow::Result<()> {
+/// `axle version`: this binary's version and, when there are, the slots of `data_dir` (else
+/// of the launcher that started this process, else of the default data directory).
+pub fn version(data_dir: Option<PathBuf>) -> anyhow::Result<()> {
     println!("axle {}", stamp::version());
-    let (slots, running) = match launcher::launched() {
-        Some((slots, slot, _)) => (slots, Some(slot)),
-        None => (Slots::new(&default_data_dir), None),
+    let (slots, running) = match (data_dir, launcher::launched()) {
+        (Some(dir), _) => (Slots::new(&dir), None),
+        (None, Some((slots, slot, _))) => (slots, Some(slot)),
+        (None, None) => (Slots::new(&crate::default_data_dir()), None),
     };
     if let Some(record) = slots.load()? {
         print_slots(&slots, &record, running);
