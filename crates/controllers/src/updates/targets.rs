@@ -276,19 +276,14 @@ async fn push_agent_binary(client: &Client, target: &Target, version: &str) -> R
 /// How the agents took the target: healthy when every ready agent committed it.
 async fn agents_health(client: &Client, target: &Target, version: &str) -> Result<Health, UpdateError> {
     let campaign = client.get(&format!("{}/{}", super::CAMPAIGNS, target.campaign)).await?;
-    let nodes = client.get("/api/v1/nodes").await?;
     let mut waiting = Vec::new();
-    for node in nodes["items"].as_array().into_iter().flatten() {
-        let name = api::meta::name_of(node);
-        if !crate::placement::node_is_ready(node) || node["metadata"]["labels"]["axle.dev/ecu"] == "true" {
-            continue;
-        }
-        match campaign["status"]["agents"][name].as_str() {
+    for name in super::campaign::ready_agent_nodes(client).await? {
+        match campaign["status"]["agents"][&name].as_str() {
             Some(report) if report == format!("Committed {version}") => {}
             Some(report) if report.starts_with("FellBack") => {
                 return Ok(Health::Failed(format!("the agent of {name} {}", report.trim_start_matches("FellBack: "))))
             }
-            _ => waiting.push(name.to_string()),
+            _ => waiting.push(name),
         }
     }
     Ok(if waiting.is_empty() {
