@@ -175,8 +175,9 @@ impl Slots {
     }
 }
 
-/// Temp file, fsync, rename, fsync of the directory.
-fn write_durably(path: &Path, bytes: &[u8], executable: bool) -> Result<(), SelfUpdateError> {
+/// Replaces a file so that after a power cut it holds either the old or the new content:
+/// temp file, fsync, rename, fsync of the directory.
+pub fn write_durably(path: &Path, bytes: &[u8], executable: bool) -> Result<(), SelfUpdateError> {
     use std::io::Write as _;
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io_error(dir))?;

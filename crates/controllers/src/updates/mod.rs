@@ -112,15 +112,10 @@ pub(crate) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> UpdateErro
 /// Writes a file so that after a crash it holds either the old or the new content: temp file,
 /// fsync, rename, fsync of the directory.
 pub fn write_durably(path: &Path, contents: &[u8]) -> Result<(), UpdateError> {
-    use std::io::Write;
-    let parent = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(io_error(parent))?;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp).map_err(io_error(&tmp))?;
-    file.write_all(contents).map_err(io_error(&tmp))?;
-    file.sync_all().map_err(io_error(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_error(path))?;
-    sync_dir(parent)
+    selfupdate::slots::write_durably(path, contents, false).map_err(|e| match e {
+        selfupdate::SelfUpdateError::Io { path, source } => UpdateError::Io { path, cause: source },
+        other => UpdateError::Target(other.to_string()),
+    })
 }
 
 pub fn sync_dir(dir: &Path) -> Result<(), UpdateError> {
