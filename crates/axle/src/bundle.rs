@@ -482,7 +482,8 @@ async fn upload(client: &Client, path: &Path, name: &str, length: u64) -> anyhow
     Ok(())
 }
 
-/// Polls an object until `done` says so.
+/// Polls an object until `done` says so. A server that does not answer for a while is waited
+/// for: during a self-update it hands over to the new version.
 async fn wait_for(
     client: &Client,
     path: &str,
@@ -491,9 +492,10 @@ async fn wait_for(
 ) -> anyhow::Result<Value> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let obj = client.get(path).await?;
-        if done(&obj) {
-            return Ok(obj);
+        match client.get(path).await {
+            Ok(obj) if done(&obj) => return Ok(obj),
+            Ok(_) | Err(client::ClientError::Connect { .. }) => {}
+            Err(e) => return Err(e.into()),
         }
         if tokio::time::Instant::now() > deadline {
             bail!("{path} did not finish within {} s (it goes on in the car)", timeout.as_secs());

@@ -43,6 +43,13 @@ fn a_new_version_is_tried_and_committed() {
     car.launch();
     car.wait_api(Duration::from_secs(30));
     assert_eq!(car.running_version().as_deref(), Some("2.0.0"));
+    // Through the API with `axle bundle apply`, which waits across the hand-over.
+    let (bundle, file, _) = car.build("2.1.0", &[], 30, &["server"]);
+    let kubeconfig = car.data().join("admin.kubeconfig");
+    let applied = axle_ok(&["bundle", "apply", path(&file), "--kubeconfig", path(&kubeconfig), "--timeout", "120"]);
+    assert!(applied.contains("committed: version"), "{applied}");
+    car.finished_campaign(bundle, Duration::from_secs(10));
+    assert_eq!(car.running_version().as_deref(), Some("2.1.0"));
     eprintln!(
         "self-update v{V1} → v2.0.0: bundle {size} bytes (delta), apply → committed {:.1} s, longest API downtime {} ms",
         to_committed.as_secs_f64(),

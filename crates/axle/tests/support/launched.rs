@@ -163,6 +163,22 @@ impl Car {
         trial_seconds: u64,
         components: &[&str],
     ) -> (u64, u64) {
+        let (bundle, file, size) = self.build(version, faults, trial_seconds, components);
+        // Onto the stick atomically, as a finished copy.
+        let usb = self.dir.path().join("usb").join(file.file_name().expect("bundle name"));
+        std::fs::copy(&file, usb.with_extension("part")).expect("copy");
+        std::fs::rename(usb.with_extension("part"), &usb).expect("rename");
+        (bundle, size)
+    }
+
+    /// Builds the bundle of `deliver_to` without delivering it: (bundle version, file, size).
+    pub fn build(
+        &mut self,
+        version: &str,
+        faults: &[&str],
+        trial_seconds: u64,
+        components: &[&str],
+    ) -> (u64, PathBuf, u64) {
         self.bundles += 1;
         let source = self.dir.path().join(format!("source-{}", self.bundles));
         std::fs::create_dir_all(&source).expect("source");
@@ -186,11 +202,7 @@ impl Car {
         let name = format!("selfupdate-{}", self.bundles);
         let bundle = self.dir.path().join(format!("{name}.axb"));
         let size = self.signing.create(&source, &bundle, self.bundles, &["a"], &["--fast", "--base", path(&base)]);
-        // Onto the stick atomically, as a finished copy.
-        let usb = self.dir.path().join("usb").join(format!("{name}.axb"));
-        std::fs::copy(&bundle, usb.with_extension("part")).expect("copy");
-        std::fs::rename(usb.with_extension("part"), &usb).expect("rename");
-        (self.bundles, size)
+        (self.bundles, bundle, size)
     }
 
     /// The campaign of a bundle version once it has finished (the API may be down meanwhile).
