@@ -107,8 +107,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
     let store_path = config.data_dir.join("store.redb");
-    let store = Store::open(&store_path, config.store.clone())
-        .with_context(|| format!("cannot open the store {}", store_path.display()))?;
+    let mut options = config.store.clone();
+    options.sealing =
+        Some(store::Sealing { key: ensure_secrets_key(&config.data_dir)?, prefixes: vec![SECRETS_PREFIX.to_string()] });
+    let store =
+        Store::open(&store_path, options).with_context(|| format!("cannot open the store {}", store_path.display()))?;
     let content_dir = config.data_dir.join("content");
     let content = images::ContentStore::open(&content_dir)
         .with_context(|| format!("cannot open the content store {}", content_dir.display()))?;
@@ -228,6 +231,24 @@ async fn dispatch(state: Arc<State>, req: hyper::Request<hyper::body::Incoming>)
 }
 
 /// The bootstrap token agents and the ECU gateway present (`DATA_DIR/node-token`), created once.
+/// Secrets are stored encrypted with the key in `DATA_DIR/secrets.key` (mode 0600).
+const SECRETS_PREFIX: &str = "core/secrets/";
+
+/// The key Secrets are sealed with in the store, created once.
+fn ensure_secrets_key(data_dir: &Path) -> anyhow::Result<[u8; 32]> {
+    let path = data_dir.join("secrets.key");
+    match std::fs::read(&path) {
+        Ok(bytes) => <[u8; 32]>::try_from(bytes.as_slice())
+            .map_err(|_| anyhow::anyhow!("{} is not a 32-byte key; Secrets cannot be read", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = store::Sealing::new_key();
+            write_private(&path, &key)?;
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
 fn ensure_node_token(data_dir: &Path) -> anyhow::Result<String> {
     let path = data_dir.join("node-token");
     if let Ok(existing) = std::fs::read_to_string(&path) {
@@ -265,5 +286,8 @@ fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     file.write_all(contents)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    // The name is durable too: nothing written after this may outlive the file.
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("cannot sync {}", dir.display()))?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The in-memory side of the change log: a ring of recent events and a notifier, so live
 //! watchers never touch the disk.
 
+use crate::seal::Codec;
 use crate::StoreError;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
@@ -43,17 +44,24 @@ pub struct Event {
 }
 
 impl Event {
-    /// The persisted form in the change log.
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(&json!({"type": self.kind.as_str(), "key": self.key, "object": &*self.object}))
-            .unwrap_or_default()
+    /// The persisted form in the change log (sealed where the object is).
+    pub(crate) fn encode(&self, codec: &Codec) -> Vec<u8> {
+        let json = serde_json::to_vec(&json!({"type": self.kind.as_str(), "key": self.key, "object": &*self.object}))
+            .unwrap_or_default();
+        codec.seal(&self.key, &change_place(self.resource_version), json)
     }
 }
 
-pub(crate) fn decode_change(rv: u64, bytes: &[u8]) -> Result<Event, StoreError> {
-    let key = format!("change {rv}");
+/// Where a change-log entry is stored, for sealing.
+fn change_place(rv: u64) -> String {
+    format!("change {rv}")
+}
+
+pub(crate) fn decode_change(codec: &Codec, rv: u64, bytes: &[u8]) -> Result<Event, StoreError> {
+    let key = change_place(rv);
+    let json = codec.open(&key, bytes)?;
     let mut value: Value =
-        serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { key: key.clone(), source })?;
+        serde_json::from_slice(&json).map_err(|source| StoreError::Corrupt { key: key.clone(), source })?;
     let kind = value["type"]
         .as_str()
         .and_then(EventType::parse)

@@ -13,13 +13,18 @@
 //!   same transaction) and to an in-memory ring of recent events; watchers read from the ring,
 //!   fall back to the persisted log, and get [`StoreError::Expired`] beyond it (HTTP 410).
 //!
+//! - Objects under the key prefixes of [`Options::sealing`] (the server's Secrets) are stored
+//!   encrypted, also in the change log (see `seal`).
+//!
 //! The store knows nothing about HTTP or Kubernetes semantics beyond `metadata.resourceVersion`,
 //! which it owns: callers never choose resource versions.
 
 mod hub;
+mod seal;
 mod writer;
 
 pub use hub::{Event, EventType};
+pub use seal::Sealing;
 pub use writer::Txn;
 
 use hub::Hub;
@@ -44,6 +49,8 @@ pub enum StoreError {
     Expired { requested: u64, oldest: u64 },
     #[error("the store is shut down")]
     Closed,
+    #[error("stored object {key:?} cannot be read: {why}")]
+    Sealed { key: String, why: String },
 }
 
 macro_rules! db_error_from {
@@ -91,11 +98,13 @@ pub struct Options {
     pub ring_capacity: usize,
     /// redb page cache in bytes.
     pub cache_bytes: usize,
+    /// Encryption at rest of some kinds of objects.
+    pub sealing: Option<Sealing>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { change_log_capacity: 10_000, ring_capacity: 1_024, cache_bytes: 4 << 20 }
+        Options { change_log_capacity: 10_000, ring_capacity: 1_024, cache_bytes: 4 << 20, sealing: None }
     }
 }
 
@@ -123,6 +132,7 @@ pub struct Store {
     db: Arc<Database>,
     jobs: std::sync::mpsc::Sender<Box<dyn Job>>,
     hub: Arc<Hub>,
+    codec: Arc<seal::Codec>,
 }
 
 impl Store {
@@ -135,8 +145,9 @@ impl Store {
         // expired does not depend on which of the two serves it.
         let ring_capacity = options.ring_capacity.min(options.change_log_capacity.try_into().unwrap_or(usize::MAX));
         let hub = Arc::new(Hub::new(current_rv, ring_capacity));
-        let jobs = writer::spawn(db.clone(), hub.clone(), current_rv, options.change_log_capacity)?;
-        Ok(Store { db, jobs, hub })
+        let codec = Arc::new(seal::Codec::new(options.sealing.as_ref()));
+        let jobs = writer::spawn(db.clone(), hub.clone(), codec.clone(), current_rv, options.change_log_capacity)?;
+        Ok(Store { db, jobs, hub, codec })
     }
 
     /// Runs `f` atomically in the writer thread and waits until its changes are durable.
@@ -161,7 +172,7 @@ impl Store {
         let rtx = self.db.begin_read()?;
         let Some(table) = read_table(&rtx, OBJECTS)? else { return Ok(None) };
         let bytes = table.get(key)?;
-        bytes.map(|b| decode(key, b.value())).transpose()
+        bytes.map(|b| decode(&self.codec, key, b.value())).transpose()
     }
 
     /// Lists objects whose key starts with `prefix`, after `start_after` (exclusive), keeping
@@ -174,7 +185,7 @@ impl Store {
         keep: &dyn Fn(&Value) -> bool,
     ) -> Result<ListPage, StoreError> {
         let (items, resource_version, continue_after) = self.scan(prefix, start_after, limit, |key, bytes| {
-            let obj = decode(key, bytes)?;
+            let obj = decode(&self.codec, key, bytes)?;
             Ok(keep(&obj).then_some(obj))
         })?;
         Ok(ListPage { items, resource_version, continue_after })
@@ -184,7 +195,7 @@ impl Store {
     /// reply can be assembled without parsing a single object.
     pub fn list_raw(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<RawListPage, StoreError> {
         let (items, resource_version, continue_after) =
-            self.scan(prefix, start_after, limit, |_, bytes| Ok(Some(bytes.to_vec())))?;
+            self.scan(prefix, start_after, limit, |key, bytes| Ok(Some(self.codec.open(key, bytes)?.into_owned())))?;
         Ok(RawListPage { items, resource_version, continue_after })
     }
 
@@ -246,7 +257,7 @@ impl Store {
         let mut events = Vec::new();
         for entry in table.range(rv + 1..)? {
             let (k, v) = entry?;
-            events.push(Arc::new(hub::decode_change(k.value(), v.value())?));
+            events.push(Arc::new(hub::decode_change(&self.codec, k.value(), v.value())?));
         }
         Ok(events)
     }
@@ -257,8 +268,9 @@ impl Store {
     }
 }
 
-pub(crate) fn decode(key: &str, bytes: &[u8]) -> Result<Value, StoreError> {
-    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { key: key.to_string(), source })
+pub(crate) fn decode(codec: &seal::Codec, key: &str, bytes: &[u8]) -> Result<Value, StoreError> {
+    let json = codec.open(key, bytes)?;
+    serde_json::from_slice(&json).map_err(|source| StoreError::Corrupt { key: key.to_string(), source })
 }
 
 /// The storage key of an object: `prefix/namespace/name`.

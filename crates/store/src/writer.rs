@@ -3,6 +3,7 @@
 //! visible or acknowledged before it is durable.
 
 use crate::hub::{Event, EventType, Hub};
+use crate::seal::Codec;
 use crate::{decode, StoreError, CHANGES, OBJECTS};
 use redb::{Database, ReadableTable, WriteTransaction};
 use serde_json::Value;
@@ -16,6 +17,7 @@ const MAX_BATCH: usize = 256;
 /// The view of the store one transaction function gets.
 pub struct Txn<'a> {
     wtx: &'a WriteTransaction,
+    codec: &'a Codec,
     next_rv: u64,
     undo: Vec<(String, Option<Vec<u8>>)>,
     events: Vec<Event>,
@@ -25,7 +27,7 @@ impl<'a> Txn<'a> {
     pub fn get(&self, key: &str) -> Result<Option<Value>, StoreError> {
         let table = self.wtx.open_table(OBJECTS)?;
         let bytes = table.get(key)?;
-        bytes.map(|b| decode(key, b.value())).transpose()
+        bytes.map(|b| decode(self.codec, key, b.value())).transpose()
     }
 
     /// Every object whose key starts with `prefix`, with its key.
@@ -38,7 +40,7 @@ impl<'a> Txn<'a> {
             if !k.starts_with(prefix) {
                 break;
             }
-            out.push((k.to_string(), decode(k, v.value())?));
+            out.push((k.to_string(), decode(self.codec, k, v.value())?));
         }
         Ok(out)
     }
@@ -54,7 +56,8 @@ impl<'a> Txn<'a> {
         if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
         }
-        let bytes = serde_json::to_vec(&obj).map_err(|source| StoreError::Corrupt { key: key.to_string(), source })?;
+        let json = serde_json::to_vec(&obj).map_err(|source| StoreError::Corrupt { key: key.to_string(), source })?;
+        let bytes = self.codec.seal(key, key, json);
         let previous = {
             let mut table = self.wtx.open_table(OBJECTS)?;
             let previous = table.insert(key, bytes.as_slice())?.map(|g| g.value().to_vec());
@@ -76,7 +79,7 @@ impl<'a> Txn<'a> {
             previous
         };
         let Some(bytes) = previous else { return Ok(None) };
-        let mut obj = decode(key, &bytes)?;
+        let mut obj = decode(self.codec, key, &bytes)?;
         self.undo.push((key.to_string(), Some(bytes)));
         let rv = self.next_rv;
         self.next_rv += 1;
@@ -163,18 +166,26 @@ where
 pub(crate) fn spawn(
     db: Arc<Database>,
     hub: Arc<Hub>,
+    codec: Arc<Codec>,
     current_rv: u64,
     log_capacity: u64,
 ) -> Result<Sender<Box<dyn Job>>, StoreError> {
     let (tx, rx) = std::sync::mpsc::channel::<Box<dyn Job>>();
     std::thread::Builder::new()
         .name("store-writer".into())
-        .spawn(move || writer_loop(&db, &hub, rx, current_rv, log_capacity))
+        .spawn(move || writer_loop(&db, &hub, &codec, rx, current_rv, log_capacity))
         .map_err(|e| StoreError::Database(format!("cannot start the store writer thread: {e}")))?;
     Ok(tx)
 }
 
-fn writer_loop(db: &Database, hub: &Hub, rx: Receiver<Box<dyn Job>>, mut current_rv: u64, log_capacity: u64) {
+fn writer_loop(
+    db: &Database,
+    hub: &Hub,
+    codec: &Codec,
+    rx: Receiver<Box<dyn Job>>,
+    mut current_rv: u64,
+    log_capacity: u64,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -183,7 +194,7 @@ fn writer_loop(db: &Database, hub: &Hub, rx: Receiver<Box<dyn Job>>, mut current
                 Err(_) => break,
             }
         }
-        match commit_batch(db, &mut batch, current_rv, log_capacity) {
+        match commit_batch(db, codec, &mut batch, current_rv, log_capacity) {
             Ok((new_rv, events)) => {
                 current_rv = new_rv;
                 if !events.is_empty() {
@@ -203,6 +214,7 @@ fn writer_loop(db: &Database, hub: &Hub, rx: Receiver<Box<dyn Job>>, mut current
 /// Runs a batch in one redb transaction; returns the new resourceVersion and its events.
 fn commit_batch(
     db: &Database,
+    codec: &Codec,
     batch: &mut [Box<dyn Job>],
     current_rv: u64,
     log_capacity: u64,
@@ -211,7 +223,7 @@ fn commit_batch(
     let mut events = Vec::new();
     let mut next_rv = current_rv + 1;
     for job in batch.iter_mut() {
-        let mut txn = Txn { wtx: &wtx, next_rv, undo: Vec::new(), events: Vec::new() };
+        let mut txn = Txn { wtx: &wtx, codec, next_rv, undo: Vec::new(), events: Vec::new() };
         if job.run(&mut txn) {
             next_rv = txn.next_rv;
             events.append(&mut txn.events);
@@ -228,7 +240,7 @@ fn commit_batch(
     {
         let mut changes = wtx.open_table(CHANGES)?;
         for event in &events {
-            changes.insert(event.resource_version, event.encode().as_slice())?;
+            changes.insert(event.resource_version, event.encode(codec).as_slice())?;
         }
         // Pruning keeps at least the newest entry: its key is the current resourceVersion.
         let cutoff = new_rv.saturating_sub(log_capacity.max(1));
