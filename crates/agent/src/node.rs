@@ -121,13 +121,28 @@ impl Agent {
         let mut backoff = Duration::from_millis(200);
         let mut last_check = tokio::time::Instant::now();
         loop {
-            let step = if registered { self.renew_lease().await } else { self.register(log_port).await };
+            // Registration returns the Node as stored; renewal nothing.
+            let step = if registered {
+                self.renew_lease().await.map(|()| None)
+            } else {
+                self.register(log_port).await.map(Some)
+            };
             match step {
-                Ok(()) => {
-                    if !registered {
+                Ok(registered_node) => {
+                    if let Some(node) = registered_node {
                         tracing::info!(node = %self.config.node_name, "node registered and ready");
                         last_check = tokio::time::Instant::now();
-                        self.node_event("NodeReady", "status is now: NodeReady").await;
+                        let message = format!("Node {} status is now: NodeReady", self.config.node_name);
+                        client::events::record(
+                            &self.client,
+                            "axle-agent",
+                            &node,
+                            "Node",
+                            "Normal",
+                            "NodeReady",
+                            &message,
+                        )
+                        .await;
                         if let Some(update) = self.config.self_update.as_ref().filter(|u| u.trial) {
                             crate::self_update::check_trial(update);
                         }
@@ -164,24 +179,13 @@ impl Agent {
         }
     }
 
-    /// An Event about this node (`Node NAME <what>`).
-    async fn node_event(&self, reason: &str, what: &str) {
-        let name = &self.config.node_name;
-        // The Node's uid ties the Event to it, as `kubectl describe node` looks them up.
-        let node = match self.client.get(&format!("/api/v1/nodes/{name}")).await {
-            Ok(node) => node,
-            Err(_) => json!({"apiVersion": "v1", "metadata": {"name": name}}),
-        };
-        let message = format!("Node {name} {what}");
-        client::events::record(&self.client, "axle-agent", &node, "Node", "Normal", reason, &message).await;
-    }
-
-    /// Writes the Node (server-side apply: only the fields the agent owns) and its Lease.
-    async fn register(&self, log_port: u16) -> Result<(), AgentError> {
+    /// Writes the Node (server-side apply: only the fields the agent owns) and its Lease;
+    /// returns the Node.
+    async fn register(&self, log_port: u16) -> Result<Value, AgentError> {
         let node = self.client.apply(&self.node_object(log_port), FIELD_MANAGER).await?;
         let uid = node["metadata"]["uid"].clone();
         self.client.apply(&self.lease_object(Some(uid)), FIELD_MANAGER).await?;
-        Ok(())
+        Ok(node)
     }
 
     /// Whether the server's Node says Ready=True.
