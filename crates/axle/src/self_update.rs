@@ -201,23 +201,13 @@ async fn check(slots: &Slots, kubeconfig: &Path, started: SystemTime) -> Result<
 /// Ready agent nodes whose lease was last renewed before `since`.
 async fn silent_agents(client: &client::Client, since: SystemTime) -> Result<Vec<String>, client::ClientError> {
     let since = since.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-    let nodes = client.get("/api/v1/nodes").await?;
     let leases = client.get("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases").await?;
     let mut silent = Vec::new();
-    for node in nodes["items"].as_array().into_iter().flatten() {
-        let ready = node["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True");
-        if !ready || node["metadata"]["labels"]["axle.dev/ecu"] == "true" {
-            continue;
-        }
-        let name = api::meta::name_of(node);
+    for name in controllers::updates::ready_agent_nodes(client).await? {
         let lease = leases["items"].as_array().into_iter().flatten().find(|l| api::meta::name_of(l) == name);
         let renewed = lease.and_then(|l| l["spec"]["renewTime"].as_str()).and_then(api::meta::parse_time);
         if renewed.is_none_or(|t| t.timestamp() < since) {
-            silent.push(name.to_string());
+            silent.push(name);
         }
     }
     Ok(silent)

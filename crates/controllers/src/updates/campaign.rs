@@ -153,7 +153,7 @@ async fn nodes_staged(client: &Client, campaign: &Value) -> Result<NodeStaging, 
         return Ok(NodeStaging::Done);
     }
     let mut waiting = Vec::new();
-    for name in ready_agent_nodes(client).await? {
+    for name in super::ready_agent_nodes(client).await? {
         match staging["nodes"][&name].as_str() {
             Some("Staged") => {}
             Some(failure) => return Ok(NodeStaging::Failed(name, failure.to_string())),
@@ -161,19 +161,6 @@ async fn nodes_staged(client: &Client, campaign: &Value) -> Result<NodeStaging, 
         }
     }
     Ok(if waiting.is_empty() { NodeStaging::Done } else { NodeStaging::Waiting(waiting) })
-}
-
-/// The nodes whose agents take part in a campaign now: ready, and not ECUs (a node that is not
-/// ready catches up when it comes back).
-pub(super) async fn ready_agent_nodes(client: &Client) -> Result<Vec<String>, UpdateError> {
-    let nodes = client.get("/api/v1/nodes").await?;
-    Ok(nodes["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|n| crate::placement::node_is_ready(n) && n["metadata"]["labels"]["axle.dev/ecu"] != "true")
-        .map(|n| api::meta::name_of(n).to_string())
-        .collect())
 }
 
 fn remove_work(config: &Config, name: &str) {

@@ -122,6 +122,19 @@ pub fn sync_dir(dir: &Path) -> Result<(), UpdateError> {
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))
 }
 
+/// The nodes whose agents take part in an update now: ready, and not ECUs (a node that is not
+/// ready catches up when it comes back).
+pub async fn ready_agent_nodes(client: &Client) -> Result<Vec<String>, ClientError> {
+    let nodes = client.get("/api/v1/nodes").await?;
+    Ok(nodes["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| crate::placement::node_is_ready(n) && n["metadata"]["labels"]["axle.dev/ecu"] != "true")
+        .map(|n| api::meta::name_of(n).to_string())
+        .collect())
+}
+
 /// Installs the update resources' definitions (creates them, or updates them to this version).
 pub async fn ensure_definitions(client: &Client) -> Result<(), ClientError> {
     for crd in client::parse_manifests(CRDS).map_err(ClientError::Usage)? {

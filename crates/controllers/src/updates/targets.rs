@@ -277,7 +277,7 @@ async fn push_agent_binary(client: &Client, target: &Target, version: &str) -> R
 async fn agents_health(client: &Client, target: &Target, version: &str) -> Result<Health, UpdateError> {
     let campaign = client.get(&format!("{}/{}", super::CAMPAIGNS, target.campaign)).await?;
     let mut waiting = Vec::new();
-    for name in super::campaign::ready_agent_nodes(client).await? {
+    for name in super::ready_agent_nodes(client).await? {
         match campaign["status"]["agents"][&name].as_str() {
             Some(report) if report == format!("Committed {version}") => {}
             Some(report) if report.starts_with("FellBack") => {
