@@ -55,9 +55,8 @@ impl<S: Subscriber> Layer<S> for CaptureLayer {
             Level::INFO => Severity::Info,
             Level::DEBUG | Level::TRACE => Severity::Debug,
         };
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         self.sink.push(Log {
-            time_unix_nano: now.as_nanos() as u64,
+            time_unix_nano: crate::export::unix_nanos(std::time::SystemTime::now()),
             severity,
             body: format!("{}{}", text.message, text.fields),
             attributes: vec![("code.namespace".into(), metadata.target().to_string())],
