@@ -5,22 +5,32 @@
 //! - `GET /stats/summary`: the kubelet Summary API subset behind `kubectl top`.
 //!
 //! It speaks minimal HTTP/1.0: one request per connection, the body ends with the connection.
-//! (Authentication of the channel comes with TLS on the API.)
+//! With TLS (the API server has TLS on), the endpoint presents the node's certificate and
+//! serves only clients whose certificate the car's CA issued to `system:masters` (the API
+//! server itself, administrators, a Prometheus given an admin certificate).
 
 use crate::stats::Stats;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 
-/// Serves until `shutdown` fires.
+/// How long a client may take for the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The group whose members may use the endpoint.
+const ALLOWED_GROUP: &str = "system:masters";
+
+/// Serves until `shutdown` fires; over TLS with `tls`.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     data_dir: PathBuf,
     stats: Arc<Stats>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -28,8 +38,32 @@ pub async fn serve(
                 let data_dir = data_dir.clone();
                 let stats = stats.clone();
                 let shutdown = shutdown.clone();
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = handle(stream, data_dir, &stats, shutdown).await {
+                    let result = match acceptor {
+                        None => handle(stream, data_dir, &stats, shutdown).await,
+                        Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                            Ok(Ok(mut stream)) => {
+                                let allowed = stream
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(|chain| chain.first())
+                                    .and_then(|cert| pki::certificate_subject(cert).ok())
+                                    .is_some_and(|subject| subject.organizations.iter().any(|g| g == ALLOWED_GROUP));
+                                if allowed {
+                                    handle(stream, data_dir, &stats, shutdown).await
+                                } else {
+                                    let refused = "this endpoint serves the API server only\n";
+                                    let _ = reply(&mut stream, "403 Forbidden", "text/plain", refused).await;
+                                    stream.shutdown().await
+                                }
+                            }
+                            Ok(Err(e)) => Err(e),
+                            Err(_) => Ok(()),
+                        },
+                    };
+                    if let Err(e) = result {
                         tracing::debug!(error = %e, "agent endpoint request ended with an error");
                     }
                 });
@@ -40,7 +74,7 @@ pub async fn serve(
 }
 
 async fn handle(
-    mut stream: TcpStream,
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
     data_dir: PathBuf,
     stats: &Stats,
     shutdown: tokio::sync::watch::Receiver<bool>,
@@ -63,7 +97,7 @@ async fn handle(
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let query: HashMap<&str, &str> = query.split('&').filter_map(|kv| kv.split_once('=')).collect();
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    match parts.as_slice() {
+    let answered = match parts.as_slice() {
         ["containerLogs", namespace, pod, container] => {
             crate::logs::container_logs(&mut stream, &data_dir, [namespace, pod, container], &query, shutdown).await
         }
@@ -73,10 +107,18 @@ async fn handle(
         }
         ["stats", "summary"] => reply(&mut stream, "200 OK", "application/json", &stats.summary().to_string()).await,
         _ => reply(&mut stream, "404 Not Found", "text/plain", "no such endpoint\n").await,
-    }
+    };
+    // The body ends with the connection; over TLS that takes a close_notify.
+    answered?;
+    stream.shutdown().await
 }
 
-pub async fn reply(stream: &mut TcpStream, status: &str, content_type: &str, body: &str) -> std::io::Result<()> {
+pub async fn reply(
+    stream: &mut (impl AsyncWrite + Unpin),
+    status: &str,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
     let head = format!("HTTP/1.0 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n", body.len());
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await

@@ -10,12 +10,11 @@ use crate::endpoint::reply;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Answers one log request.
 pub async fn container_logs(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncWrite + Unpin),
     data_dir: &Path,
     [namespace, pod, container]: [&str; 3],
     query: &HashMap<&str, &str>,

@@ -21,6 +21,8 @@ pub struct Config {
     pub telemetry: Option<Telemetry>,
     /// How the agent replaces itself (when `axle launch` runs it).
     pub self_update: Option<crate::SelfUpdate>,
+    /// TLS of the agent's endpoint (the node's certificate; clients from the car's CA).
+    pub endpoint_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Where the agent exports to, and the sink its own logs are captured into.
@@ -43,11 +45,11 @@ pub struct Agent {
 }
 
 impl Agent {
-    pub fn new(config: Config, client: Client) -> Result<Agent, AgentError> {
+    pub fn new(config: Config, client: Arc<Client>) -> Result<Agent, AgentError> {
         if let Some(why) = api::meta::dns_subdomain_error(&config.node_name) {
             return Err(AgentError::Config(format!("invalid node name {:?}: {why}", config.node_name)));
         }
-        Ok(Agent { config, client: Arc::new(client), machine: Machine::probe() })
+        Ok(Agent { config, client, machine: Machine::probe() })
     }
 
     /// Runs the node heartbeat and the pod loop until `shutdown` fires; then stops the pods.
@@ -73,7 +75,13 @@ impl Agent {
             images.clone(),
             stats.clone(),
         );
-        let endpoint = crate::endpoint::serve(listener, self.config.data_dir.clone(), stats.clone(), shutdown.clone());
+        let endpoint = crate::endpoint::serve(
+            listener,
+            self.config.endpoint_tls.clone(),
+            self.config.data_dir.clone(),
+            stats.clone(),
+            shutdown.clone(),
+        );
         let sampler = stats.sample(shutdown.clone());
         let prestage = crate::prestage::run(
             self.client.clone(),

@@ -12,7 +12,8 @@
 //! - [`schema`]: OpenAPI v3 structural-schema checks (unknown fields, types) for CRs and strict mode;
 //! - [`table`]: the `meta.k8s.io/v1 Table` rows that `kubectl get` prints;
 //! - [`dependencies`]: the `axle.dev/depends-on` annotation grammar;
-//! - [`firmware`]: how a firmware pod reports flash progress.
+//! - [`firmware`]: how a firmware pod reports flash progress;
+//! - [`rbac`]: users, request attributes and the evaluation of RBAC rules and bindings.
 //!
 //! This crate does no I/O and knows nothing about HTTP or the store.
 
@@ -22,6 +23,7 @@ pub mod error;
 pub mod firmware;
 pub mod meta;
 pub mod quantity;
+pub mod rbac;
 pub mod resource;
 pub mod schema;
 pub mod selector;

@@ -222,3 +222,67 @@ mod tests {
         assert!(parse_time("yesterday").is_none());
     }
 }
+
+/// Names of the Secrets (`plural` = `secrets`) or ConfigMaps (`configmaps`) a pod refers to:
+/// volumes, projected volume sources, `env[].valueFrom`, `envFrom` of every container, and
+/// for Secrets `imagePullSecrets`. What a node may read is exactly this set of its pods.
+pub fn references(pod: &Value, plural: &str) -> Vec<String> {
+    let (volume_key, volume_name, key_ref, from_ref) = match plural {
+        "secrets" => ("secret", "secretName", "secretKeyRef", "secretRef"),
+        "configmaps" => ("configMap", "name", "configMapKeyRef", "configMapRef"),
+        _ => return Vec::new(),
+    };
+    let spec = &pod["spec"];
+    let mut names = Vec::new();
+    let mut push = |name: &Value| {
+        if let Some(name) = name.as_str().filter(|n| !n.is_empty()) {
+            names.push(name.to_string());
+        }
+    };
+    for volume in spec["volumes"].as_array().into_iter().flatten() {
+        push(&volume[volume_key][volume_name]);
+        for source in volume["projected"]["sources"].as_array().into_iter().flatten() {
+            push(&source[volume_key]["name"]);
+        }
+    }
+    let containers =
+        ["initContainers", "containers"].into_iter().flat_map(|k| spec[k].as_array().into_iter().flatten());
+    for container in containers {
+        for env in container["env"].as_array().into_iter().flatten() {
+            push(&env["valueFrom"][key_ref]["name"]);
+        }
+        for from in container["envFrom"].as_array().into_iter().flatten() {
+            push(&from[from_ref]["name"]);
+        }
+    }
+    if plural == "secrets" {
+        for pull in spec["imagePullSecrets"].as_array().into_iter().flatten() {
+            push(&pull["name"]);
+        }
+    }
+    names
+}
+
+#[cfg(test)]
+mod reference_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn pod_references_cover_volumes_env_and_pull_secrets() {
+        let pod = json!({"spec": {
+            "volumes": [
+                {"name": "a", "secret": {"secretName": "tls"}},
+                {"name": "b", "configMap": {"name": "settings"}},
+                {"name": "c", "projected": {"sources": [{"secret": {"name": "token"}}, {"configMap": {"name": "ca"}}]}}
+            ],
+            "containers": [{"name": "x",
+                "env": [{"name": "P", "valueFrom": {"secretKeyRef": {"name": "password", "key": "p"}}}],
+                "envFrom": [{"configMapRef": {"name": "envs"}}]}],
+            "imagePullSecrets": [{"name": "pull"}]
+        }});
+        assert_eq!(references(&pod, "secrets"), ["tls", "token", "password", "pull"]);
+        assert_eq!(references(&pod, "configmaps"), ["settings", "ca", "envs"]);
+        assert!(references(&pod, "services").is_empty());
+    }
+}

@@ -139,12 +139,23 @@ const BUILTINS: &[Builtin] = &[
     Builtin { group: "apps", version: "v1", kind: "ReplicaSet", plural: "replicasets", scope: NS, short_names: &["rs"], categories: &["all"], status: true, scale: true, log: false },
     Builtin { group: "apps", version: "v1", kind: "DaemonSet", plural: "daemonsets", scope: NS, short_names: &["ds"], categories: &["all"], status: true, scale: false, log: false },
     Builtin { group: "coordination.k8s.io", version: "v1", kind: "Lease", plural: "leases", scope: NS, short_names: &[], categories: &[], status: false, scale: false, log: false },
+    Builtin { group: "rbac.authorization.k8s.io", version: "v1", kind: "ClusterRole", plural: "clusterroles", scope: CL, short_names: &[], categories: &[], status: false, scale: false, log: false },
+    Builtin { group: "rbac.authorization.k8s.io", version: "v1", kind: "ClusterRoleBinding", plural: "clusterrolebindings", scope: CL, short_names: &[], categories: &[], status: false, scale: false, log: false },
+    Builtin { group: "rbac.authorization.k8s.io", version: "v1", kind: "Role", plural: "roles", scope: NS, short_names: &[], categories: &[], status: false, scale: false, log: false },
+    Builtin { group: "rbac.authorization.k8s.io", version: "v1", kind: "RoleBinding", plural: "rolebindings", scope: NS, short_names: &[], categories: &[], status: false, scale: false, log: false },
+    Builtin { group: "certificates.k8s.io", version: "v1", kind: "CertificateSigningRequest", plural: "certificatesigningrequests", scope: CL, short_names: &["csr"], categories: &[], status: true, scale: false, log: false },
     Builtin { group: "apiextensions.k8s.io", version: "v1", kind: "CustomResourceDefinition", plural: "customresourcedefinitions", scope: CL, short_names: &["crd", "crds"], categories: &["api-extensions"], status: true, scale: false, log: false },
 ];
 
 /// The group versions this server serves besides custom ones, in discovery order.
-pub const BUILTIN_GROUPS: &[(&str, &str)] =
-    &[("apps", "v1"), ("coordination.k8s.io", "v1"), ("apiextensions.k8s.io", "v1"), ("authorization.k8s.io", "v1")];
+pub const BUILTIN_GROUPS: &[(&str, &str)] = &[
+    ("apps", "v1"),
+    ("coordination.k8s.io", "v1"),
+    ("apiextensions.k8s.io", "v1"),
+    ("authorization.k8s.io", "v1"),
+    ("rbac.authorization.k8s.io", "v1"),
+    ("certificates.k8s.io", "v1"),
+];
 
 /// All resource types currently served. Cheap to clone (shared behind `Arc`).
 #[derive(Debug, Clone)]

@@ -18,7 +18,9 @@ pub fn validate_metadata(kind: &str, obj: &Value, namespaced: bool) -> Vec<Cause
         Some(name) => {
             let why = match kind {
                 "Namespace" | "Service" => dns_label_error(name),
-                // Colons appear in system names such as RBAC roles; events carry dotted names.
+                // As Kubernetes: RBAC objects need only be valid path segments (system roles
+                // have colons in their names).
+                "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" => path_segment_error(name),
                 _ => dns_subdomain_error(name),
             };
             if let Some(why) = why {
@@ -445,4 +447,12 @@ mod tests {
         new["spec"]["containers"][0]["name"] = json!("d");
         assert_eq!(validate_update("Pod", &old, &new).len(), 1);
     }
+}
+
+/// Why a name cannot be one path segment of a URL (`.`, `..`, `/` or `%`), if it cannot.
+fn path_segment_error(name: &str) -> Option<String> {
+    if name == "." || name == ".." {
+        return Some(format!("may not be '{name}'"));
+    }
+    name.contains(['/', '%']).then(|| "may not contain '/' or '%'".to_string())
 }

@@ -1,11 +1,19 @@
 //! Requests to node agents: the server reaches an agent at its Node's InternalIP and the port
 //! published in `daemonEndpoints.kubeletEndpoint` (logs, usage summaries), as it would a kubelet.
+//! With TLS on, both ends authenticate: the agent's certificate must be the CA's certificate of
+//! that node (its name is the node's), and the server presents its own client certificate.
 
+use crate::State;
 use api::ApiError;
 use serde_json::Value;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// A connection to an agent, plain or TLS.
+pub trait AgentIo: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> AgentIo for T {}
+pub type AgentStream = Box<dyn AgentIo>;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -24,7 +32,7 @@ pub fn endpoint(node: &Value) -> Option<(String, u16)> {
 }
 
 /// Sends `GET path` to the node's agent; the stream is positioned after the request.
-pub async fn request(node: &Value, path: &str) -> Result<TcpStream, ApiError> {
+pub async fn request(state: &State, node: &Value, path: &str) -> Result<AgentStream, ApiError> {
     let name = api::meta::name_of(node);
     let (address, port) = endpoint(node)
         .ok_or_else(|| ApiError::bad_request(format!("the agent of node {name:?} publishes no endpoint")))?;
@@ -32,17 +40,25 @@ pub async fn request(node: &Value, path: &str) -> Result<TcpStream, ApiError> {
         ApiError::unavailable(format!("cannot reach the agent of node {name:?} at {address}:{port}: {e}"))
     };
     let connect = TcpStream::connect((address.as_str(), port));
-    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
-        .await
-        .map_err(|_| ApiError::unavailable(format!("the agent of node {name:?} did not answer in time")))?
-        .map_err(unreachable)?;
+    let late = || ApiError::unavailable(format!("the agent of node {name:?} did not answer in time"));
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, connect).await.map_err(|_| late())?.map_err(unreachable)?;
+    let mut stream: AgentStream = match &state.security {
+        None => Box::new(tcp),
+        Some(security) => {
+            let server_name = rustls::pki_types::ServerName::try_from(name.to_string())
+                .map_err(|e| ApiError::bad_request(format!("node name {name:?} cannot name a TLS server: {e}")))?;
+            let connector = tokio_rustls::TlsConnector::from(security.agent_tls.clone());
+            let handshake = connector.connect(server_name, tcp);
+            Box::new(tokio::time::timeout(CONNECT_TIMEOUT, handshake).await.map_err(|_| late())?.map_err(unreachable)?)
+        }
+    };
     let request = format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n");
     stream.write_all(request.as_bytes()).await.map_err(unreachable)?;
     Ok(stream)
 }
 
 /// Reads an agent's answer up to its body: (status line, the body bytes read so far).
-pub async fn read_head(stream: &mut TcpStream, node_name: &str) -> Result<(String, Vec<u8>), ApiError> {
+pub async fn read_head(stream: &mut AgentStream, node_name: &str) -> Result<(String, Vec<u8>), ApiError> {
     let failed = |what: String| ApiError::unavailable(format!("the agent of node {node_name:?} {what}"));
     let mut head = Vec::new();
     let mut buf = vec![0u8; 16 * 1024];
@@ -62,10 +78,10 @@ pub async fn read_head(stream: &mut TcpStream, node_name: &str) -> Result<(Strin
 }
 
 /// `GET path` on the node's agent, whole: its JSON answer.
-pub async fn get_json(node: &Value, path: &str, timeout: Duration) -> Result<Value, ApiError> {
+pub async fn get_json(state: &State, node: &Value, path: &str, timeout: Duration) -> Result<Value, ApiError> {
     let name = api::meta::name_of(node).to_string();
     let exchange = async {
-        let mut stream = request(node, path).await?;
+        let mut stream = request(state, node, path).await?;
         let (status_line, mut body) = read_head(&mut stream, &name).await?;
         stream
             .read_to_end(&mut body)

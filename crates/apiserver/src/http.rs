@@ -136,6 +136,11 @@ pub fn decode_object(bytes: &[u8], content_type: Option<&str>) -> Result<Value, 
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("the request body is empty; an object was expected"));
     }
+    if content_type.is_some_and(|ct| ct.contains("protobuf")) {
+        if let Some(value) = crate::protobuf::decode(bytes) {
+            return Ok(value);
+        }
+    }
     if content_type.is_some_and(|ct| ct.contains("protobuf") || ct.contains("cbor")) {
         // Clients fall back to JSON on 415 (client-go does since 1.32).
         return Err(ApiError::unsupported_media_type(format!(

@@ -13,11 +13,15 @@
 mod admission;
 mod agents;
 mod apply;
+mod authn;
+mod authz;
+mod certificates;
 mod discovery;
 mod http;
 mod lifecycle;
 mod metrics;
 mod objects;
+mod protobuf;
 mod registry;
 mod resource_metrics;
 mod routes;
@@ -25,7 +29,10 @@ mod schemas;
 mod uploads;
 mod watch;
 
+pub use certificates::SecurityConfig;
+
 use anyhow::Context as _;
+use api::rbac::User;
 use api::Registry;
 use http::{error_reply, Query, Reply};
 use hyper::service::service_fn;
@@ -48,6 +55,9 @@ pub struct Config {
     pub store: store::Options,
     /// Metrics of the process's other parts (controllers, OTLP exporter), shown on `/metrics`.
     pub metrics: Vec<std::sync::Arc<dyn telemetry::exposition::Registers>>,
+    /// TLS, authentication and authorization; None serves plain HTTP to anyone, as an
+    /// administrator (`--insecure-http`, for development only).
+    pub security: Option<SecurityConfig>,
 }
 
 /// Shared state of all request handlers.
@@ -60,6 +70,8 @@ pub(crate) struct State {
     pub content: images::ContentStore,
     pub data_dir: PathBuf,
     pub metrics: metrics::Metrics,
+    /// None when serving plain HTTP without authentication.
+    pub security: Option<certificates::Security>,
 }
 
 impl State {
@@ -118,6 +130,18 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let local_addr = listener.local_addr()?;
+    let token = ensure_node_token(&config.data_dir)?;
+    let prepared = match &config.security {
+        Some(security) => Some(certificates::prepare(&config.data_dir, security, local_addr, &token)?),
+        None => {
+            tracing::warn!("serving plain HTTP without authentication (--insecure-http): anyone who reaches {local_addr} controls the car");
+            None
+        }
+    };
+    let (server_tls, admin, security) = match prepared {
+        Some(p) => (Some(p.server_tls), Some(p.admin), Some(p.security)),
+        None => (None, None, None),
+    };
     let (stop, shutdown) = signal::channel(false);
     let state = Arc::new(State {
         store,
@@ -127,15 +151,25 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         content,
         data_dir: config.data_dir.clone(),
         metrics: metrics::Metrics::new(&config.metrics),
+        security,
     });
     state.refresh_registry().context("cannot read the stored CRDs")?;
     // Serve first: the API answers while the first-start chores below run.
-    let task = tokio::spawn(accept_loop(listener, state.clone(), shutdown));
+    let task =
+        tokio::spawn(accept_loop(listener, state.clone(), server_tls.map(tokio_rustls::TlsAcceptor::from), shutdown));
     lifecycle::ensure_system_namespaces(&state).await.context("cannot create the system namespaces")?;
-    let token = ensure_node_token(&config.data_dir)?;
+    authz::ensure_default_roles(&state).await.context("cannot create the default roles")?;
     // The kubeconfig is written last: a client that finds it finds the namespaces too.
     let kubeconfig = config.data_dir.join("admin.kubeconfig");
-    write_kubeconfig(&kubeconfig, &format!("http://{local_addr}"), &token)?;
+    let host = if local_addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], local_addr.port()))
+    } else {
+        local_addr
+    };
+    let ca_pem = state.security.as_ref().map(|s| s.authority.cert_pem().to_string());
+    let scheme = if ca_pem.is_some() { "https" } else { "http" };
+    let text = certificates::kubeconfig(&format!("{scheme}://{host}"), ca_pem.as_deref(), admin.as_ref(), "admin");
+    write_private(&kubeconfig, text.as_bytes())?;
     let content_gc = state.clone();
     tokio::task::spawn_blocking(move || {
         if let Err(e) = content_gc.content.collect_garbage() {
@@ -147,7 +181,15 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     Ok(RunningServer { local_addr, kubeconfig, stop, task, state })
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<State>, mut shutdown: signal::Receiver<bool>) {
+/// How long a client may take for the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<State>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    mut shutdown: signal::Receiver<bool>,
+) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         tokio::select! {
@@ -161,15 +203,38 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, mut shutdown: sig
                 };
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
-                let service = service_fn(move |req| {
-                    let state = state.clone();
-                    async move { Ok::<_, std::convert::Infallible>(dispatch(state, req).await) }
-                });
-                let builder = auto::Builder::new(TokioExecutor::new());
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
+                let tls = tls.clone();
+                let graceful_watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let result = match tls {
+                        None => {
+                            let service = request_service(state, None);
+                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                            graceful_watcher.watch(conn).await
+                        }
+                        Some(acceptor) => {
+                            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                                Ok(Ok(stream)) => stream,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => return,
+                            };
+                            let peer = stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|chain| chain.first())
+                                .and_then(|cert| pki::certificate_subject(cert).ok())
+                                .map(Arc::new);
+                            let service = request_service(state, peer);
+                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                            graceful_watcher.watch(conn).await
+                        }
+                    };
+                    if let Err(e) = result {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                 });
@@ -184,7 +249,28 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, mut shutdown: sig
     }
 }
 
-async fn dispatch(state: Arc<State>, req: hyper::Request<hyper::body::Incoming>) -> Reply {
+/// The service of one connection; `peer` is the subject of its verified client certificate.
+fn request_service(
+    state: Arc<State>,
+    peer: Option<Arc<pki::Subject>>,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = Reply,
+    Error = std::convert::Infallible,
+    Future = impl std::future::Future<Output = Result<Reply, std::convert::Infallible>> + Send,
+> + Clone {
+    service_fn(move |req| {
+        let state = state.clone();
+        let peer = peer.clone();
+        async move { Ok::<_, std::convert::Infallible>(dispatch(state, peer, req).await) }
+    })
+}
+
+async fn dispatch(
+    state: Arc<State>,
+    peer: Option<Arc<pki::Subject>>,
+    mut req: hyper::Request<hyper::body::Incoming>,
+) -> Reply {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -200,7 +286,45 @@ async fn dispatch(state: Arc<State>, req: hyper::Request<hyper::body::Incoming>)
         }),
         _ => None,
     };
-    let reply = match route {
+    let reply = match admit_caller(&state, peer.as_deref(), &req, &route, &path, &query) {
+        Ok(user) => {
+            req.extensions_mut().insert(user);
+            serve(state.clone(), req, route, query).await
+        }
+        Err(denied) => error_reply(&denied),
+    };
+    if let Some(mut labels) = counted {
+        labels.code = reply.status().as_u16().to_string();
+        state.metrics.observe(labels, started.elapsed().as_secs_f64());
+    }
+    tracing::debug!(%method, %path, status = reply.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
+    reply
+}
+
+/// Authenticates and authorizes a request: the user it comes from, or 401/403.
+fn admit_caller(
+    state: &State,
+    peer: Option<&pki::Subject>,
+    req: &hyper::Request<hyper::body::Incoming>,
+    route: &Route,
+    path: &str,
+    query: &Query,
+) -> Result<User, api::ApiError> {
+    let Some(security) = &state.security else {
+        return Ok(User::new("system:admin", [api::rbac::MASTERS]));
+    };
+    let user = authn::authenticate(state, &security.tokens, peer, req.headers())?;
+    if user.in_group(api::rbac::UNAUTHENTICATED) && !authz::is_public(path) {
+        return Err(api::ApiError::unauthorized());
+    }
+    let user = authz::impersonate(state, user, req.headers())?;
+    let attributes = authz::attributes(route, req.method(), path, query);
+    authz::authorize(state, &user, &attributes).map_err(api::ApiError::forbidden)?;
+    Ok(user)
+}
+
+async fn serve(state: Arc<State>, req: hyper::Request<hyper::body::Incoming>, route: Route, query: Query) -> Reply {
+    match route {
         Route::Metrics => {
             let accept = req.headers().get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
             let (content_type, body) = state.metrics.render(&state, accept);
@@ -216,18 +340,12 @@ async fn dispatch(state: Arc<State>, req: hyper::Request<hyper::body::Incoming>)
         Route::OpenApiV3Index => discovery::openapi_index(&state),
         Route::OpenApiV3 { path } => discovery::openapi_document(&state, &path),
         Route::Resource(target) if target.group == resource_metrics::GROUP => {
-            resource_metrics::handle(&state, &method, &target, &query).await
+            resource_metrics::handle(&state, req.method(), &target, &query).await
         }
         Route::Resource(target) => objects::handle(state.clone(), req, target, query).await,
         Route::Registry(rest) => registry::handle(&state, req, &rest).await,
         Route::NotFound => error_reply(&api::ApiError::no_route()),
-    };
-    if let Some(mut labels) = counted {
-        labels.code = reply.status().as_u16().to_string();
-        state.metrics.observe(labels, started.elapsed().as_secs_f64());
     }
-    tracing::debug!(%method, %path, status = reply.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
-    reply
 }
 
 /// The bootstrap token agents and the ECU gateway present (`DATA_DIR/node-token`), created once.
@@ -260,15 +378,6 @@ fn ensure_node_token(data_dir: &Path) -> anyhow::Result<String> {
     let token = uuid::Uuid::new_v4().simple().to_string();
     write_private(&path, token.as_bytes())?;
     Ok(token)
-}
-
-fn write_kubeconfig(path: &Path, server: &str, token: &str) -> anyhow::Result<()> {
-    let config = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: axle\n  cluster:\n    server: {server}\n\
-         users:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: axle\n  context:\n    \
-         cluster: axle\n    user: admin\n    namespace: default\ncurrent-context: axle\n"
-    );
-    write_private(path, config.as_bytes())
 }
 
 /// Writes a file readable by its owner only, atomically (temp file, fsync, rename).

@@ -27,25 +27,35 @@ pub fn namespace_key(namespace: &str) -> String {
 
 /// Creates the namespaces every cluster has, when missing.
 pub async fn ensure_system_namespaces(state: &State) -> Result<(), ApiError> {
-    let missing: Vec<&str> = SYSTEM_NAMESPACES
-        .iter()
-        .copied()
-        .filter(|ns| state.store.get(&namespace_key(ns)).ok().flatten().is_none())
-        .collect();
+    let namespaces = SYSTEM_NAMESPACES.iter().map(|ns| json!({"metadata": {"name": ns}})).collect();
+    ensure_exist(state, "", "namespaces", namespaces).await
+}
+
+/// Creates the cluster-scoped objects (of `group`/`plural`) that do not exist; existing ones,
+/// edited or not, are kept. Writes nothing when all exist.
+pub async fn ensure_exist(state: &State, group: &str, plural: &str, objects: Vec<Value>) -> Result<(), ApiError> {
+    let registry = state.registry();
+    let version = if group.is_empty() {
+        "v1".to_string()
+    } else {
+        registry.group_versions(group).first().cloned().unwrap_or_default()
+    };
+    let rt = registry
+        .lookup(group, &version, plural)
+        .cloned()
+        .ok_or_else(|| ApiError::internal(format!("{plural} are not served")))?;
+    let key = |obj: &Value| store::key(&rt.storage_prefix(), "", api::meta::name_of(obj));
+    let missing: Vec<Value> =
+        objects.into_iter().filter(|obj| state.store.get(&key(obj)).ok().flatten().is_none()).collect();
     if missing.is_empty() {
         return Ok(());
     }
-    let registry = state.registry();
-    let rt = registry
-        .lookup("", "v1", "namespaces")
-        .cloned()
-        .ok_or_else(|| ApiError::internal("namespaces are not served"))?;
     write(state, move |txn| {
-        for ns in missing {
-            let mut obj = json!({"metadata": {"name": ns}});
+        for mut obj in missing {
             prepare_create(&rt, &mut obj, None, txn)?;
-            if txn.get(&namespace_key(ns))?.is_none() {
-                txn.put(&namespace_key(ns), obj)?;
+            let key = store::key(&rt.storage_prefix(), "", api::meta::name_of(&obj));
+            if txn.get(&key)?.is_none() {
+                txn.put(&key, obj)?;
             }
         }
         Ok::<(), Abort<()>>(())

@@ -11,6 +11,7 @@ use crate::routes::ResourcePath;
 use crate::schemas::{self, FieldValidation};
 use crate::State;
 use api::meta::{name_of, now_rfc3339};
+use api::rbac::User;
 use api::resource::ResourceType;
 use api::selector::{FieldSelector, LabelSelector};
 use api::ApiError;
@@ -125,14 +126,15 @@ async fn route(
     target: ResourcePath,
     query: Query,
 ) -> Result<Reply, ApiError> {
+    let user = req.extensions().get::<User>().cloned().unwrap_or_else(User::anonymous);
     if target.group == "authorization.k8s.io"
         && target.plural == "selfsubjectaccessreviews"
         && req.method() == Method::POST
     {
-        let mut review = decode_object(&read_body(req.into_body()).await?, None)?;
-        review["status"] =
-            json!({"allowed": true, "reason": "axle serves every authenticated client as admin until RBAC is enabled"});
-        return Ok(json_reply(201, &review));
+        let content_type =
+            req.headers().get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(String::from);
+        let review = decode_object(&read_body(req.into_body()).await?, content_type.as_deref())?;
+        return Ok(json_reply(201, &crate::authz::review(&state, &user, review)?));
     }
     let registry = state.registry();
     let rt = registry.lookup(&target.group, &target.version, &target.plural).cloned().ok_or_else(ApiError::no_route)?;
@@ -163,6 +165,7 @@ async fn route(
             "binding" => ctx.rt.kind == "Pod",
             "finalize" => ctx.rt.kind == "Namespace",
             "upload" => ctx.rt.group == "axle.dev" && ctx.rt.plural == "bundles",
+            "token" => ctx.rt.group.is_empty() && ctx.rt.plural == "serviceaccounts",
             _ => false,
         };
         if !served {
@@ -182,7 +185,11 @@ async fn route(
             Ok(json_reply(200, &scale_of(&obj)))
         }
         (Method::GET, Some(name), Some("log")) => pod_log(&ctx, &name).await,
-        (Method::POST, None, None) => create(&ctx, req.into_body()).await,
+        (Method::POST, None, None) => create(&ctx, &user, req.into_body()).await,
+        (Method::POST, Some(name), Some("token")) => {
+            let request = decode_object(&read_body(req.into_body()).await?, ctx.content_type.as_deref())?;
+            token_request(&ctx, &name, &request)
+        }
         (Method::POST, Some(name), Some("binding")) => {
             let binding = decode_object(&read_body(req.into_body()).await?, ctx.content_type.as_deref())?;
             bind(&ctx, &name, binding).await
@@ -373,21 +380,41 @@ fn decode_for_write(ctx: &Ctx, body: &[u8]) -> Result<(Value, Vec<String>), ApiE
     Ok((obj, warnings))
 }
 
-async fn create(ctx: &Ctx, body: Incoming) -> Result<Reply, ApiError> {
+async fn create(ctx: &Ctx, user: &User, body: Incoming) -> Result<Reply, ApiError> {
     let body = read_body(body).await?;
-    let (obj, warnings) = decode_for_write(ctx, &body)?;
-    let written = create_object(ctx, obj).await?;
+    let (mut obj, warnings) = decode_for_write(ctx, &body)?;
+    // A node's certificate request is signed as it is created (the server is the signer).
+    let status = match (&ctx.state.security, ctx.rt.kind.as_str()) {
+        (Some(security), "CertificateSigningRequest") if !ctx.rt.custom => {
+            crate::certificates::sign_at_creation(security, user, &mut obj)?
+        }
+        _ => None,
+    };
+    let written = create_object(ctx, obj, status).await?;
     after_write(ctx);
     Ok(ctx.object_reply(201, written.object(), &warnings))
 }
 
-/// Admits and stores a new object (also the create path of server-side apply).
-pub async fn create_object(ctx: &Ctx, mut obj: Value) -> Result<Written, ApiError> {
+/// `serviceaccounts/NAME/token`: a TokenRequest answered with a token for the account.
+fn token_request(ctx: &Ctx, name: &str, request: &Value) -> Result<Reply, ApiError> {
+    let security = ctx.state.security.as_ref().ok_or_else(|| {
+        ApiError::bad_request("this server runs without authentication (--insecure-http) and issues no tokens")
+    })?;
+    let account = load(ctx, name)?;
+    Ok(json_reply(201, &crate::certificates::token_request(security, &account, request)?))
+}
+
+/// Admits and stores a new object (also the create path of server-side apply); a server-set
+/// `status` replaces whatever the body had.
+pub async fn create_object(ctx: &Ctx, mut obj: Value, status: Option<Value>) -> Result<Written, ApiError> {
     let rt = ctx.rt.clone();
     let namespace = ctx.namespace.clone();
     let dry_run = ctx.dry_run;
     write(&ctx.state, move |txn| {
         prepare_create(&rt, &mut obj, namespace.as_deref(), txn)?;
+        if let Some(status) = status {
+            obj["status"] = status;
+        }
         let key = store::key(&rt.storage_prefix(), namespace.as_deref().unwrap_or(""), name_of(&obj));
         if txn.get(&key)?.is_some() {
             return Err(ApiError::already_exists(&rt.group, &rt.plural, name_of(&obj)).into());
@@ -578,7 +605,7 @@ async fn pod_log(ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
     }
     let namespace = ctx.namespace.as_deref().unwrap_or("");
     let path = format!("/containerLogs/{namespace}/{name}/{container}?{}", query.join("&"));
-    let mut stream = crate::agents::request(&node, &path).await?;
+    let mut stream = crate::agents::request(&ctx.state, &node, &path).await?;
     let (status_line, first) = crate::agents::read_head(&mut stream, node_name).await?;
     if !status_line.contains(" 200 ") {
         let mut rest = first;

@@ -13,6 +13,7 @@ use api::selector::LabelSelector;
 use api::ApiError;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub const GROUP: &str = "metrics.k8s.io";
@@ -28,7 +29,7 @@ pub fn discovery_entries() -> Vec<Value> {
     ]
 }
 
-pub async fn handle(state: &State, method: &hyper::Method, target: &ResourcePath, query: &Query) -> Reply {
+pub async fn handle(state: &Arc<State>, method: &hyper::Method, target: &ResourcePath, query: &Query) -> Reply {
     match answer(state, method, target, query).await {
         Ok(value) => json_reply(200, &value),
         Err(e) => error_reply(&e),
@@ -36,7 +37,7 @@ pub async fn handle(state: &State, method: &hyper::Method, target: &ResourcePath
 }
 
 async fn answer(
-    state: &State,
+    state: &Arc<State>,
     method: &hyper::Method,
     target: &ResourcePath,
     query: &Query,
@@ -65,7 +66,7 @@ async fn answer(
                 .filter(|n| target.name.as_deref().is_none_or(|name| api::meta::name_of(n) == name))
                 .filter(|n| selector.matches_object(n))
                 .collect();
-            let summaries = summaries(&nodes).await;
+            let summaries = summaries(state, &nodes).await;
             let items: Vec<Value> =
                 summaries.iter().filter_map(|(node, summary)| node_metrics(node, summary)).collect();
             single_or_list(target, items, "NodeMetrics", "nodes")
@@ -83,7 +84,7 @@ async fn answer(
             let wanted: Vec<&str> = pods.iter().filter_map(|p| p["spec"]["nodeName"].as_str()).collect();
             let nodes: Vec<Value> =
                 list("core/nodes/")?.into_iter().filter(|n| wanted.contains(&api::meta::name_of(n))).collect();
-            let summaries = summaries(&nodes).await;
+            let summaries = summaries(state, &nodes).await;
             let mut usage: BTreeMap<(String, String), (&Value, &Value)> = BTreeMap::new();
             for (_, summary) in &summaries {
                 for pod in summary["pods"].as_array().into_iter().flatten() {
@@ -119,14 +120,15 @@ fn single_or_list(target: &ResourcePath, mut items: Vec<Value>, kind: &str, plur
 }
 
 /// Each node's summary, asked of all agents at once; nodes whose agent does not answer are left out.
-async fn summaries(nodes: &[Value]) -> Vec<(Value, Value)> {
+async fn summaries(state: &Arc<State>, nodes: &[Value]) -> Vec<(Value, Value)> {
     let asks: Vec<_> = nodes
         .iter()
         .filter(|n| crate::agents::endpoint(n).is_some())
         .cloned()
         .map(|node| {
+            let state = state.clone();
             tokio::spawn(async move {
-                match crate::agents::get_json(&node, "/stats/summary", AGENT_TIMEOUT).await {
+                match crate::agents::get_json(&state, &node, "/stats/summary", AGENT_TIMEOUT).await {
                     Ok(summary) => Some((node, summary)),
                     Err(e) => {
                         tracing::debug!(node = api::meta::name_of(&node), error = %e, "no usage summary");

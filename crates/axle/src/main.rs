@@ -181,10 +181,15 @@ enum ImageCommand {
 /// contract with tools outside this repository.
 #[derive(clap::Args)]
 struct Connection {
-    /// URL of the API server (e.g. http://127.0.0.1:6443).
+    /// URL of the API server (e.g. https://10.0.0.1:6443).
     #[arg(long, required_unless_present = "kubeconfig")]
     server: Option<String>,
-    /// File with the bootstrap token (the server writes DATA_DIR/node-token).
+    /// The car's CA certificate, which the server's certificate must chain to (the server
+    /// writes DATA_DIR/pki/ca.crt). Required for https.
+    #[arg(long, requires = "server")]
+    ca_file: Option<PathBuf>,
+    /// File with the bootstrap token (the server writes DATA_DIR/node-token), presented once
+    /// to obtain this node's certificate (kept in the data directory, renewed by itself).
     #[arg(long, requires = "server")]
     token_file: Option<PathBuf>,
     /// A kubeconfig instead of --server/--token-file.
@@ -325,6 +330,20 @@ struct ServerArgs {
     /// Where `file` targets of bundles are installed. [default: DATA_DIR/files]
     #[arg(long)]
     files_dir: Option<PathBuf>,
+    /// Serve plain HTTP with no authentication or authorization, to anyone who can reach the
+    /// address (development only; logs a warning).
+    #[arg(long)]
+    insecure_http: bool,
+    /// Another name or address for the serving certificate (repeatable), e.g. the address
+    /// other computers of the car reach the server at through NAT.
+    #[arg(long = "tls-san", value_name = "NAME_OR_IP")]
+    tls_sans: Vec<String>,
+    /// A Kubernetes static token file: lines `token,user,uid,"group1,group2"`.
+    #[arg(long)]
+    token_auth_file: Option<PathBuf>,
+    /// Longest lifetime of a node certificate, in seconds; nodes renew at two thirds of it.
+    #[arg(long, default_value_t = 365 * 24 * 3600)]
+    node_cert_validity_seconds: u64,
     #[command(flatten)]
     otlp: OtlpArgs,
 }
@@ -476,36 +495,57 @@ pub(crate) fn kubeconfig_path(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> 
         .context("no kubeconfig: pass --kubeconfig or set KUBECONFIG (axle server writes DATA_DIR/admin.kubeconfig)")
 }
 
-/// The client configuration of a node-side component: a kubeconfig, or server + token file.
-fn node_client_config(connection: &Connection) -> anyhow::Result<client::Config> {
-    let (kubeconfig, server, token_file) =
-        (connection.kubeconfig.as_deref(), connection.server.as_deref(), connection.token_file.as_deref());
-    Ok(match (kubeconfig, server) {
-        (Some(path), _) => client::Config::from_kubeconfig(path)?,
+/// How a node-side component connects: it joins with the bootstrap token and its own node
+/// certificate (kept under `data_dir/pki`), or uses a kubeconfig as it is.
+enum NodeConnection {
+    Join(client::join::Join),
+    Kubeconfig(client::Config),
+}
+
+fn node_connection(connection: &Connection, data_dir: &std::path::Path) -> anyhow::Result<NodeConnection> {
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read the {what} {}", path.display()))
+    };
+    match (connection.kubeconfig.as_deref(), connection.server.as_deref()) {
+        (Some(path), _) => Ok(NodeConnection::Kubeconfig(client::Config::from_kubeconfig(path)?)),
         (None, Some(server)) => {
-            let token = match token_file {
-                Some(path) => Some(
-                    std::fs::read_to_string(path)
-                        .with_context(|| format!("cannot read the token file {}", path.display()))?
-                        .trim()
-                        .to_string(),
-                ),
+            let bootstrap_token = match &connection.token_file {
+                Some(path) => Some(read(path, "token file")?.trim().to_string()),
                 None => None,
             };
-            client::Config { server: server.trim_end_matches('/').to_string(), token, namespace: "default".into() }
+            let ca_pem = match &connection.ca_file {
+                Some(path) => Some(read(path, "CA file")?),
+                None => None,
+            };
+            if server.starts_with("https://") && ca_pem.is_none() {
+                anyhow::bail!(
+                    "{server} is https: pass the car's CA with --ca-file (the server writes DATA_DIR/pki/ca.crt)"
+                );
+            }
+            Ok(NodeConnection::Join(client::join::Join {
+                server: server.trim_end_matches('/').to_string(),
+                ca_pem,
+                bootstrap_token,
+                pki_dir: data_dir.join("pki"),
+            }))
         }
-        (None, None) => anyhow::bail!("pass --server (with --token-file) or --kubeconfig"),
-    })
+        (None, None) => anyhow::bail!("pass --server (with --ca-file and --token-file) or --kubeconfig"),
+    }
 }
 
 async fn ecu_gateway(args: EcuGatewayArgs) -> anyhow::Result<()> {
-    let client_config = node_client_config(&args.connection)?;
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    let connection = match node_connection(&args.connection, &args.data_dir)? {
+        NodeConnection::Join(join) => gateway::Connection::PerNode(join),
+        NodeConnection::Kubeconfig(config) => {
+            gateway::Connection::Shared(std::sync::Arc::new(client::Client::new(config)))
+        }
+    };
     let heartbeat = std::time::Duration::from_secs(args.heartbeat_seconds.max(1));
     let config = gateway::Config::from_file(&args.config, args.data_dir, heartbeat)?;
     tracing::info!(ecus = config.ecus.len(), "ECU gateway starting");
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let run = gateway::run(config, client::Client::new(client_config), shutdown);
+    let run = gateway::run(config, connection, shutdown);
     tokio::pin!(run);
     tokio::select! {
         _ = &mut run => {}
@@ -519,13 +559,27 @@ async fn ecu_gateway(args: EcuGatewayArgs) -> anyhow::Result<()> {
 }
 
 async fn run_agent(args: AgentArgs, log_sink: Option<telemetry::export::LogSink>) -> anyhow::Result<()> {
-    let config = node_client_config(&args.connection)?;
     let mut labels = std::collections::BTreeMap::new();
     for pair in args.labels.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').with_context(|| format!("--labels: {pair:?} is not key=value"))?;
         labels.insert(k.to_string(), v.to_string());
     }
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let (client, endpoint_tls) = match node_connection(&args.connection, &args.data_dir)? {
+        NodeConnection::Kubeconfig(config) => (std::sync::Arc::new(client::Client::new(config)), None),
+        NodeConnection::Join(join) => {
+            let node = join.node_client(&args.node_name)?;
+            if let Some(renewal) = node.renewal {
+                tokio::spawn(renewal.run(shutdown.clone()));
+            }
+            let endpoint_tls = match (&join.ca_pem, node.identity) {
+                (Some(ca), Some(identity)) => Some(pki::endpoint_server_config(ca, identity)?),
+                _ => None,
+            };
+            (node.client, endpoint_tls)
+        }
+    };
     let restart = std::sync::Arc::new(tokio::sync::Notify::new());
     let launched = selfupdate::launcher::launched().map(|(slots, slot, trial)| agent::SelfUpdate {
         slots,
@@ -545,10 +599,10 @@ async fn run_agent(args: AgentArgs, log_sink: Option<telemetry::export::LogSink>
             heartbeat: std::time::Duration::from_secs(args.heartbeat_seconds.max(1)),
             telemetry,
             self_update: launched.clone(),
+            endpoint_tls,
         },
-        client::Client::new(config),
+        client,
     )?;
-    let (stop, shutdown) = tokio::sync::watch::channel(false);
     let run = agent.run(shutdown);
     tokio::pin!(run);
     tokio::select! {
@@ -722,6 +776,11 @@ fn run_server(args: ServerArgs, started: Instant, log_sink: Option<telemetry::ex
             listen: args.listen,
             store: store::Options { change_log_capacity: args.change_log_capacity.max(1), ..store::Options::default() },
             metrics,
+            security: (!args.insecure_http).then(|| apiserver::SecurityConfig {
+                tls_sans: args.tls_sans.clone(),
+                token_file: args.token_auth_file.clone(),
+                node_cert_validity: std::time::Duration::from_secs(args.node_cert_validity_seconds.max(60)),
+            }),
         };
         let server = apiserver::start(config).await?;
         let (stop_export, export_shutdown) = tokio::sync::watch::channel(false);
@@ -750,7 +809,7 @@ fn run_server(args: ServerArgs, started: Instant, log_sink: Option<telemetry::ex
         tokio::spawn(controllers::updates::run(updates_client, updates, reconcile_metrics, controllers_shutdown));
         release_freed_memory();
         tracing::info!(
-            address = %format!("http://{}", server.local_addr),
+            address = %format!("{}://{}", if args.insecure_http { "http" } else { "https" }, server.local_addr),
             kubeconfig = %server.kubeconfig.display(),
             startup_ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
             "API server ready"

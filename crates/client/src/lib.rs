@@ -7,18 +7,21 @@
 //! this crate only serves what Axle's components need.
 
 pub mod events;
+pub mod join;
 mod registry;
 pub mod table;
 
+use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How long a connection attempt may take.
@@ -62,10 +65,27 @@ pub struct Config {
     pub server: String,
     pub token: Option<String>,
     pub namespace: String,
+    /// TLS for an `https` server: the CA its certificate must chain to, and the client
+    /// certificate presented if any (see [`Config::with_tls`]).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Config {
-    /// Reads the current context of a kubeconfig (server, bearer token, namespace).
+    /// A configuration for `server` (http or https) with a bearer token, and no TLS settings.
+    pub fn new(server: &str, token: Option<String>) -> Config {
+        Config { server: server.trim_end_matches('/').to_string(), token, namespace: "default".into(), tls: None }
+    }
+
+    /// Trusts only `ca_pem` for the server's certificate and presents `identity` (replaceable
+    /// while in use, for renewal).
+    pub fn with_tls(mut self, ca_pem: &str, identity: Option<Arc<pki::Identity>>) -> Result<Config, ClientError> {
+        let tls = pki::client_config(ca_pem, identity).map_err(|e| ClientError::Usage(e.to_string()))?;
+        self.tls = Some(Arc::new(tls));
+        Ok(self)
+    }
+
+    /// Reads the current context of a kubeconfig (server, CA, client certificate or bearer
+    /// token, namespace).
     pub fn from_kubeconfig(path: &Path) -> Result<Config, ClientError> {
         let error = |cause: String| ClientError::Kubeconfig { path: path.display().to_string(), cause };
         let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
@@ -86,24 +106,67 @@ impl Config {
         let server = cluster["cluster"]["server"]
             .as_str()
             .ok_or_else(|| error("no cluster server in the current context".into()))?;
-        Ok(Config {
-            server: server.trim_end_matches('/').to_string(),
-            token: user["user"]["token"].as_str().map(String::from),
-            namespace: context["context"]["namespace"].as_str().unwrap_or("default").to_string(),
-        })
+        let base = path.parent().unwrap_or(Path::new("."));
+        // Inline `*-data` (base64) or a file named beside the kubeconfig, as kubectl reads them.
+        let material = |entry: &Value, field: &str| -> Result<Option<String>, ClientError> {
+            if let Some(data) = entry[format!("{field}-data")].as_str() {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(data.trim())
+                    .map_err(|e| error(format!("{field}-data is not base64: {e}")))?;
+                return String::from_utf8(bytes).map(Some).map_err(|_| error(format!("{field}-data is not PEM")));
+            }
+            match entry[field].as_str() {
+                Some(file) => std::fs::read_to_string(base.join(file))
+                    .map(Some)
+                    .map_err(|e| error(format!("{field} {file}: {e}"))),
+                None => Ok(None),
+            }
+        };
+        let ca = material(&cluster["cluster"], "certificate-authority")?;
+        let cert = material(&user["user"], "client-certificate")?;
+        let key = material(&user["user"], "client-key")?;
+        let mut config = Config::new(server, user["user"]["token"].as_str().map(String::from));
+        config.namespace = context["context"]["namespace"].as_str().unwrap_or("default").to_string();
+        if let Some(ca) = ca {
+            let identity = match (cert, key) {
+                (Some(cert_pem), Some(key_pem)) => {
+                    Some(pki::Identity::new(&pki::Issued { cert_pem, key_pem }).map_err(|e| error(e.to_string()))?)
+                }
+                _ => None,
+            };
+            config = config.with_tls(&ca, identity).map_err(|e| error(e.to_string()))?;
+        }
+        Ok(config)
     }
 }
+
+type Http = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// An API client; cheap to clone and share.
 pub struct Client {
     config: Config,
-    http: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
+    /// Replaced (with its pool) when the client certificate changes: the server learns who a
+    /// connection is at its handshake, so connections made before keep the old identity.
+    http: std::sync::RwLock<Http>,
     /// apiVersion/kind → (plural, namespaced), from discovery.
     kinds: Mutex<HashMap<(String, String), (String, bool)>>,
 }
 
 impl Client {
     pub fn new(config: Config) -> Client {
+        let http = std::sync::RwLock::new(Client::connections(&config));
+        Client { config, http, kinds: Mutex::new(HashMap::new()) }
+    }
+
+    /// Closes the idle connections: requests from now on connect anew (with the client
+    /// certificate then current). Requests and watches under way finish on their connection.
+    pub fn reset_connections(&self) {
+        if let Ok(mut http) = self.http.write() {
+            *http = Client::connections(&self.config);
+        }
+    }
+
+    fn connections(config: &Config) -> Http {
         // A car's links fail silently (a cable, a switch, a sleeping ECU gateway): connects give
         // up, dead connections are found by TCP keepalive, and no request waits forever.
         let mut connector = HttpConnector::new();
@@ -112,11 +175,26 @@ impl Client {
         connector.set_keepalive_interval(Some(Duration::from_secs(5)));
         connector.set_keepalive_retries(Some(3));
         connector.set_nodelay(true);
-        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        // http:// stays plain; https:// needs the TLS settings (checked when sending).
+        connector.enforce_http(false);
+        let mut tls = config.tls.as_deref().cloned().unwrap_or_else(|| {
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map(|b| b.with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth())
+                .unwrap_or_else(|_| unreachable!("ring supports the default protocol versions"))
+        });
+        // A session cache of its own: a resumed session would carry the identity of the
+        // handshake it came from, not the certificate presented now.
+        tls.resumption = rustls::client::Resumption::default();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
-        Client { config, http, kinds: Mutex::new(HashMap::new()) }
+            .build(connector)
     }
 
     pub fn config(&self) -> &Config {
@@ -181,6 +259,12 @@ impl Client {
         body: Option<Vec<u8>>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         let uri = format!("{}{path}", self.config.server);
+        if self.config.server.starts_with("https://") && self.config.tls.is_none() {
+            return Err(ClientError::Connect {
+                server: self.config.server.clone(),
+                cause: "https needs the server's CA (certificate-authority in the kubeconfig, or --ca-file)".into(),
+            });
+        }
         let mut builder = Request::builder().method(method).uri(&uri);
         for (name, value) in headers.iter().chain(content_type.iter()) {
             builder = builder.header(*name, *value);
@@ -192,7 +276,11 @@ impl Client {
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| ClientError::Usage(format!("bad request {uri}: {e}")))?;
         let server = || self.config.server.clone();
-        match tokio::time::timeout(REPLY_TIMEOUT, self.http.request(request)).await {
+        let http = match self.http.read() {
+            Ok(http) => http.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        match tokio::time::timeout(REPLY_TIMEOUT, http.request(request)).await {
             Ok(reply) => reply.map_err(|e| ClientError::Connect { server: server(), cause: error_chain(&e) }),
             Err(_) => Err(ClientError::Connect {
                 server: server(),

@@ -82,17 +82,44 @@ impl Config {
     }
 }
 
+/// How the gateway talks to the API for each ECU's node.
+pub enum Connection {
+    /// Each ECU node joins with its own node certificate (`system:node:ECU`), so node
+    /// restriction holds per ECU: the gateway can touch only the ECUs it serves.
+    PerNode(client::join::Join),
+    /// One client for all (a kubeconfig, or a server without TLS).
+    Shared(Arc<Client>),
+}
+
+impl Connection {
+    fn client_for(&self, ecu: &str, shutdown: &tokio::sync::watch::Receiver<bool>) -> Result<Arc<Client>, ClientError> {
+        match self {
+            Connection::Shared(client) => Ok(client.clone()),
+            Connection::PerNode(join) => {
+                let node = join.node_client(ecu)?;
+                if let Some(renewal) = node.renewal {
+                    tokio::spawn(renewal.run(shutdown.clone()));
+                }
+                Ok(node.client)
+            }
+        }
+    }
+}
+
 /// Runs one task per ECU until `shutdown`.
-pub async fn run(config: Config, client: Client, shutdown: tokio::sync::watch::Receiver<bool>) {
-    let client = Arc::new(client);
-    let tasks: Vec<_> = config
-        .ecus
-        .iter()
-        .map(|ecu| {
-            let state = config.data_dir.join(format!("{}.json", ecu.name));
-            tokio::spawn(serve_ecu(ecu.clone(), client.clone(), state, config.heartbeat, shutdown.clone()))
-        })
-        .collect();
+pub async fn run(config: Config, connection: Connection, shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut tasks = Vec::new();
+    for ecu in &config.ecus {
+        let client = match connection.client_for(&ecu.name, &shutdown) {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::error!(ecu = %ecu.name, error = %e, "cannot connect the ECU's node to the API");
+                continue;
+            }
+        };
+        let state = config.data_dir.join(format!("{}.json", ecu.name));
+        tasks.push(tokio::spawn(serve_ecu(ecu.clone(), client, state, config.heartbeat, shutdown.clone())));
+    }
     for task in tasks {
         let _ = task.await;
     }
