@@ -157,7 +157,7 @@ fn node_allows(state: &State, node: &str, attributes: &Attributes) -> bool {
             namespace == "kube-node-lease" && name == node && matches!(verb, "get" | "create" | "update" | "patch")
         }
         ("", "pods") => match (verb, subresource) {
-            (_, "") if reading => true,
+            (_, "" | "status") if reading => true,
             ("update" | "patch", "status") | ("delete", "") => pod_is_ours(),
             _ => false,
         },

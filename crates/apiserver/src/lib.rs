@@ -380,6 +380,23 @@ fn ensure_node_token(data_dir: &Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
+/// A kubeconfig for `user` in `groups` with a client certificate from the CA in
+/// `DATA_DIR/pki`, for the server named in `DATA_DIR/admin.kubeconfig`.
+pub fn user_kubeconfig(data_dir: &Path, user: &str, groups: &[&str], validity: Duration) -> anyhow::Result<String> {
+    let pki_dir = data_dir.join("pki");
+    let read = |path: PathBuf| {
+        std::fs::read_to_string(&path).with_context(|| {
+            format!("cannot read {} (is {} a server's data directory?)", path.display(), data_dir.display())
+        })
+    };
+    let authority = pki::Authority::from_pem(&read(pki_dir.join("ca.crt"))?, &read(pki_dir.join("ca.key"))?)?;
+    let admin = read(data_dir.join("admin.kubeconfig"))?;
+    let server =
+        admin.lines().find_map(|l| l.trim().strip_prefix("server: ")).context("admin.kubeconfig names no server")?;
+    let issued = authority.issue(&pki::Subject::user(user, groups), pki::Usage::Client, validity)?;
+    Ok(certificates::kubeconfig(server, Some(authority.cert_pem()), Some(&issued), user))
+}
+
 /// Writes a file readable by its owner only, atomically (temp file, fsync, rename).
 fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;

@@ -57,6 +57,25 @@ enum Command {
     Selfupdate(self_update::SelfUpdateCommand),
     /// Release tooling: a copy of an Axle build that reports another version.
     Stamp(self_update::StampArgs),
+    /// Write a kubeconfig for a user, with a client certificate from the car's CA (run on the
+    /// server's computer: it reads DATA_DIR/pki). CN = the user, O = the groups.
+    Kubeconfig {
+        /// The user's name, e.g. `alice`.
+        user: String,
+        /// A group of the user (repeatable, at most two), e.g. `axle:viewers`, `axle:admins`,
+        /// `axle:update-services`.
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// The server's data directory. [default: as `axle server`]
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// How long the certificate is valid, in seconds.
+        #[arg(long, default_value_t = 365 * 24 * 3600)]
+        valid_for_seconds: u64,
+        /// Where to write the kubeconfig (mode 0600).
+        #[arg(short, long)]
+        output: PathBuf,
+    },
     /// What the car has installed and runs: bundle targets, images per node, ECU firmware.
     Inventory {
         /// `json` for one document.
@@ -473,6 +492,15 @@ fn run(cli: Cli, started: Instant, log_sink: Option<telemetry::export::LogSink>)
         Command::EcuFlash(args) => single_threaded()?.block_on(ecu_flash(args)),
         Command::EcuGateway(args) => single_threaded()?.block_on(ecu_gateway(args)),
         Command::Bundle(command) => single_threaded()?.block_on(bundle::run(command)),
+        Command::Kubeconfig { user, groups, data_dir, valid_for_seconds, output } => {
+            let data_dir = data_dir.unwrap_or_else(default_data_dir);
+            let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
+            let validity = std::time::Duration::from_secs(valid_for_seconds.max(1));
+            let text = apiserver::user_kubeconfig(&data_dir, &user, &groups, validity)?;
+            pki::write_durably(&output, text.as_bytes(), 0o600)
+                .with_context(|| format!("cannot write {}", output.display()))?;
+            Ok(())
+        }
         Command::Inventory { output, kubeconfig } => single_threaded()?.block_on(async move {
             let client = client::Client::new(client::Config::from_kubeconfig(&kubeconfig_path(kubeconfig)?)?);
             bundle::inventory(&client, output.as_deref()).await
@@ -779,7 +807,7 @@ fn run_server(args: ServerArgs, started: Instant, log_sink: Option<telemetry::ex
             security: (!args.insecure_http).then(|| apiserver::SecurityConfig {
                 tls_sans: args.tls_sans.clone(),
                 token_file: args.token_auth_file.clone(),
-                node_cert_validity: std::time::Duration::from_secs(args.node_cert_validity_seconds.max(60)),
+                node_cert_validity: std::time::Duration::from_secs(args.node_cert_validity_seconds.max(10)),
             }),
         };
         let server = apiserver::start(config).await?;

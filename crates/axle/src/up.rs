@@ -105,12 +105,15 @@ pub async fn run(data_dir: PathBuf, listen: std::net::SocketAddr) -> anyhow::Res
     let config = client::Config::from_kubeconfig(&kubeconfig)?;
     let server_url = config.server.clone();
     let token_file = path_str(&server_dir.join("node-token"));
+    let ca_file = path_str(&server_dir.join("pki/ca.crt"));
     for node in NODES {
         let agent_dir = path_str(&data_dir.join(node));
         let args = [
             "agent",
             "--server",
             &server_url,
+            "--ca-file",
+            &ca_file,
             "--token-file",
             &token_file,
             "--node-name",
@@ -142,6 +145,8 @@ pub async fn run(data_dir: PathBuf, listen: std::net::SocketAddr) -> anyhow::Res
         "ecu-gateway",
         "--server",
         &server_url,
+        "--ca-file",
+        &ca_file,
         "--token-file",
         &token_file,
         "--config",

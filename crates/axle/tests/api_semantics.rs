@@ -5,7 +5,6 @@ mod support;
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 use support::{http, wait_for, Server};
 
@@ -152,7 +151,7 @@ fn fifty_watchers_see_every_event_in_order_while_writes_run() {
     for _ in 0..50 {
         let (addr, rv) = (server.addr.clone(), rv.clone());
         watchers.push(std::thread::spawn(move || {
-            let mut stream = TcpStream::connect(&addr).expect("connect");
+            let mut stream = support::connect(&addr, None).expect("connect");
             write!(stream, "GET {CMS}?watch=true&resourceVersion={rv} HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
             let mut seen = Vec::new();
             // Chunk-size lines sit between the events; only the JSON objects are events.
@@ -204,13 +203,13 @@ fn watch_with_initial_events_ends_them_with_a_bookmark() {
 #[test]
 fn shutdown_ends_open_watches_cleanly() {
     let mut server = Server::start();
-    let mut stream = TcpStream::connect(&server.addr).expect("connect");
+    let mut stream = support::connect(&server.addr, Some(Duration::from_secs(5))).expect("connect");
     write!(stream, "GET {CMS}?watch=true HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
+    stream.flush().expect("send");
     std::thread::sleep(Duration::from_millis(200));
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
     let mut rest = Vec::new();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
     stream.read_to_end(&mut rest).expect("the stream ends, it is not reset");
     let text = String::from_utf8_lossy(&rest);
     assert!(

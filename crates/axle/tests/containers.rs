@@ -13,8 +13,14 @@ use std::time::Duration;
 use support::{busybox_layout, free_port, import, wait_for, Agent, Server};
 
 fn skopeo_copy(server: &Server, layout: &Path, destination: &str) {
+    // The registry is served with the API: TLS from the car's CA, the admin's certificate.
+    let certs = tempfile::tempdir().expect("tempdir");
+    // skopeo's certificate directory: `*.crt` CAs, a client pair `NAME.cert` + `NAME.key`.
+    let (_, cert, _) = server.admin_pem_files(certs.path());
+    std::fs::rename(cert, certs.path().join("admin.cert")).expect("client cert");
     let out = Command::new("skopeo")
-        .args(["copy", "--dest-tls-verify=false", "--quiet"])
+        .args(["copy", "--quiet", "--dest-cert-dir"])
+        .arg(certs.path())
         .arg(format!("oci:{}:bb", layout.display()))
         .arg(format!("docker://{}/{destination}", server.addr))
         .output()

@@ -5,6 +5,7 @@
 mod support;
 
 use serde_json::{json, Value};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::{free_port, wait_for, Agent, Killed, Server};
@@ -44,6 +45,16 @@ fn agent_endpoint(server: &Server, node: &str) -> String {
     })
 }
 
+/// A Prometheus scrape config for TLS targets, authenticated as the server's admin.
+fn tls_job(name: &str, target: &str, server_name: &str, (ca, cert, key): &(PathBuf, PathBuf, PathBuf)) -> String {
+    format!(
+        "- job_name: {name}\n  scheme: https\n  tls_config: {{ca_file: '{}', cert_file: '{}', key_file: '{}', server_name: '{server_name}'}}\n  static_configs: [{{targets: ['{target}']}}]\n",
+        ca.display(),
+        cert.display(),
+        key.display()
+    )
+}
+
 #[test]
 fn prometheus_scrapes_server_and_agent_and_kubectl_top_shows_usage() {
     let server = Server::start();
@@ -64,8 +75,10 @@ fn prometheus_scrapes_server_and_agent_and_kubectl_top_shows_usage() {
     assert!(text.contains("axle_controller_reconcile_total{controller=\"placement\",result=\"success\"}"), "{text}");
     assert!(text.contains("axle_controller_reconcile_duration_seconds_count{controller=\"deployment\"}"), "{text}");
     promtool_check(&text);
-    let (status, text) = support::http(&agent, "GET", "/metrics", None).expect("agent metrics");
+    let (status, text) = server.agent_get("hpc-1", "/metrics").expect("agent metrics");
     assert_eq!(status, 200);
+    // Over mutual TLS only: without a client certificate the endpoint answers nothing.
+    assert!(support::http(&agent, "GET", "/metrics", None).map_or(true, |(status, _)| status != 200));
     let burner_cpu = "container_cpu_usage_seconds_total{namespace=\"default\",pod=\"burner\",container=\"app\"}";
     assert!(text.contains(burner_cpu), "{text}");
     assert!(text.contains("axle_container_restarts_total{namespace=\"default\",pod=\"idler\",container=\"app\"} 0"));
@@ -73,14 +86,9 @@ fn prometheus_scrapes_server_and_agent_and_kubectl_top_shows_usage() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global: {{scrape_interval: 1s}}\nscrape_configs:\n- job_name: axle\n  static_configs: [{{targets: ['{}']}}]\n- job_name: agents\n  static_configs: [{{targets: ['{agent}']}}]\n",
-            server.addr
-        ),
-    )
-    .expect("config");
+    let pem = server.admin_pem_files(dir.path());
+    let jobs = tls_job("axle", &server.addr, "127.0.0.1", &pem) + &tls_job("agents", &agent, "hpc-1", &pem);
+    std::fs::write(&config, format!("global: {{scrape_interval: 1s}}\nscrape_configs:\n{jobs}")).expect("config");
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let _prometheus = Killed(

@@ -125,7 +125,7 @@ fn pod_ready(server: &Server, name: &str) -> Option<String> {
 fn a_node_cut_off_goes_not_ready_keeps_running_its_pods_and_recovers() {
     let link = Link::create();
     let server = Server::start_with(&["--node-grace-seconds", "3", "--listen", &format!("{}:0", link.host_ip)]);
-    let url = format!("http://{}", server.addr);
+    let url = server.url();
     let agent = Agent::start_in_netns(&server, "hpc-1", &link.netns, &url);
     wait_for("hpc-1 to be Ready over its link", Duration::from_secs(20), || {
         (node_ready(&server, "hpc-1").as_deref() == Some("True")).then_some(())

@@ -44,10 +44,7 @@ fn otlp_flags(url: &str, buffer_kib: &str) -> Vec<String> {
 
 /// A metric of the agent's own `/metrics`, summed over its series.
 fn agent_metric(server: &Server, name: &str) -> f64 {
-    let node: Value = serde_json::from_str(&server.http("GET", "/api/v1/nodes/hpc-1", None).1).expect("node");
-    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_u64().expect("port");
-    let ip = node["status"]["addresses"][0]["address"].as_str().expect("ip");
-    let (_, text) = support::http(&format!("{ip}:{port}"), "GET", "/metrics", None).expect("agent metrics");
+    let (_, text) = server.agent_get("hpc-1", "/metrics").expect("agent metrics");
     text.lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

@@ -16,7 +16,7 @@ fn up_starts_the_car_with_sample_workloads_and_stops_on_ctrl_c() {
     let banner = wait_for("axle up to report the car is up", Duration::from_secs(30), || {
         rx.try_recv().ok().filter(|l| l.starts_with("Axle is up"))
     });
-    assert!(banner.contains("http://127.0.0.1:"), "{banner}");
+    assert!(banner.contains("https://127.0.0.1:"), "{banner}");
     let kubeconfig = dir.path().join("server/admin.kubeconfig");
     let out = Command::new("kubectl")
         .arg("--kubeconfig")
@@ -134,7 +134,7 @@ fn up_starts_the_car_with_sample_workloads_and_stops_on_ctrl_c() {
         .and_then(|k| {
             k.lines()
                 .find(|l| l.contains("server:"))
-                .map(|l| l.trim().trim_start_matches("server: http://").to_string())
+                .map(|l| l.trim().trim_start_matches("server: https://").to_string())
         })
         .map(|addr| std::net::TcpStream::connect(addr).is_err())
         .unwrap_or(false);

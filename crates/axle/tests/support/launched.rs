@@ -65,6 +65,8 @@ impl Car {
         };
         let agent = agent
             .args(["agent", "--server", &car.url(), "--node-name", "hpc-1", "--heartbeat-seconds", "1"])
+            .arg("--ca-file")
+            .arg(car.data().join("pki/ca.crt"))
             .arg("--token-file")
             .arg(car.data().join("node-token"))
             .arg("--data-dir")
@@ -90,7 +92,7 @@ impl Car {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("https://127.0.0.1:{}", self.port)
     }
 
     pub fn launch(&mut self) {
@@ -123,7 +125,10 @@ impl Car {
     }
 
     pub fn http(&self, method: &str, api_path: &str, body: Option<&str>) -> std::io::Result<(u16, String)> {
-        super::http(&format!("127.0.0.1:{}", self.port), method, api_path, body.map(|b| ("application/json", b)))
+        let addr = format!("127.0.0.1:{}", self.port);
+        // The server writes its kubeconfig once it answers; requests go over TLS as its admin.
+        super::register_kubeconfig(&addr, &self.data().join("admin.kubeconfig"));
+        super::http(&addr, method, api_path, body.map(|b| ("application/json", b)))
     }
 
     pub fn get(&self, api_path: &str) -> Option<Value> {

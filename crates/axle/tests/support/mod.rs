@@ -1,6 +1,6 @@
 //! Test support: start real `axle` processes, drive them with the real `kubectl`, and talk raw
-//! HTTP to them. Every process a test starts is killed when its handle drops, also when the
-//! test fails.
+//! HTTP to them (over TLS, as the admin, for servers started here). Every process a test starts
+//! is killed when its handle drops, also when the test fails.
 
 #![allow(dead_code)]
 
@@ -88,9 +88,12 @@ impl Server {
     /// Starts a server on an existing data directory (restart after a crash), at the address
     /// it had, so that its agents find it again.
     pub fn start_in(dir: tempfile::TempDir) -> Server {
-        let previous = std::fs::read_to_string(dir.path().join("admin.kubeconfig"))
-            .ok()
-            .and_then(|k| k.lines().find_map(|l| l.trim().strip_prefix("server: http://").map(String::from)));
+        let previous = std::fs::read_to_string(dir.path().join("admin.kubeconfig")).ok().and_then(|k| {
+            k.lines().find_map(|l| {
+                let url = l.trim().strip_prefix("server: ")?;
+                url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")).map(String::from)
+            })
+        });
         match previous {
             Some(addr) => Server::launch(dir, &["--listen", &addr]),
             None => Server::launch(dir, &[]),
@@ -119,12 +122,14 @@ impl Server {
         let addr = loop {
             if let Ok(text) = std::fs::read_to_string(&kubeconfig) {
                 if let Some(line) = text.lines().find(|l| l.trim_start().starts_with("server:")) {
-                    break line.trim().trim_start_matches("server:").trim().trim_start_matches("http://").to_string();
+                    let url = line.trim().trim_start_matches("server:").trim();
+                    break url.trim_start_matches("https://").trim_start_matches("http://").to_string();
                 }
             }
             assert!(Instant::now() < deadline, "server did not write its kubeconfig in time");
             std::thread::sleep(Duration::from_millis(20));
         };
+        register_kubeconfig(&addr, &kubeconfig);
         let server = Server { dir, child, addr, kubeconfig };
         let (status, _) = server.http("GET", "/version", None);
         assert_eq!(status, 200, "server answers /version");
@@ -133,6 +138,48 @@ impl Server {
 
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The API's URL as agents use it.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// The car's CA certificate (what agents trust).
+    pub fn ca_file(&self) -> PathBuf {
+        self.data_dir().join("pki/ca.crt")
+    }
+
+    /// `GET path` on a node's agent endpoint over mutual TLS, as the admin (the endpoint
+    /// serves `system:masters`); (status, body), None until the node publishes its endpoint.
+    pub fn agent_get(&self, node: &str, path: &str) -> Option<(u16, String)> {
+        let (status, body) = self.http("GET", &format!("/api/v1/nodes/{node}"), None);
+        let node_object: serde_json::Value = serde_json::from_str(&body).ok().filter(|_| status == 200)?;
+        let port = node_object["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_u64()?;
+        let ip = node_object["status"]["addresses"][0]["address"].as_str()?;
+        let tls = self.admin_tls();
+        http_over_tls(&format!("{ip}:{port}"), node, tls, "GET", path, None).ok()
+    }
+
+    /// TLS as the admin of this server's kubeconfig.
+    pub fn admin_tls(&self) -> std::sync::Arc<rustls::ClientConfig> {
+        client::Config::from_kubeconfig(&self.kubeconfig).expect("admin kubeconfig").tls.expect("a TLS kubeconfig")
+    }
+
+    /// Writes the admin's certificate and key and the CA as PEM files (for tools such as
+    /// Prometheus and skopeo): (ca, cert, key).
+    pub fn admin_pem_files(&self, dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+        use base64::Engine as _;
+        let text = std::fs::read_to_string(&self.kubeconfig).expect("kubeconfig");
+        let field = |name: &str| -> Vec<u8> {
+            let line = text.lines().find_map(|l| l.trim().strip_prefix(&format!("{name}: "))).expect(name);
+            base64::engine::general_purpose::STANDARD.decode(line).expect("base64")
+        };
+        let files = (dir.join("ca.crt"), dir.join("admin.crt"), dir.join("admin.key"));
+        std::fs::write(&files.0, field("certificate-authority-data")).expect("ca");
+        std::fs::write(&files.1, field("client-certificate-data")).expect("cert");
+        std::fs::write(&files.2, field("client-key-data")).expect("key");
+        files
     }
 
     /// Runs the real kubectl against this server.
@@ -240,10 +287,79 @@ impl Drop for Server {
     }
 }
 
-/// A minimal blocking HTTP/1.1 client (Connection: close), enough for tests.
+/// Servers started by the tests, by address: requests to them go over TLS as their admin.
+fn tls_servers() -> &'static std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<rustls::ClientConfig>>> {
+    static SERVERS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<rustls::ClientConfig>>>,
+    > = std::sync::OnceLock::new();
+    SERVERS.get_or_init(Default::default)
+}
+
+/// Makes [`http`] to `addr` use the TLS settings and admin identity of `kubeconfig` (when it
+/// is a TLS kubeconfig).
+pub fn register_kubeconfig(addr: &str, kubeconfig: &Path) {
+    if let Some(tls) = client::Config::from_kubeconfig(kubeconfig).ok().and_then(|c| c.tls) {
+        tls_servers().lock().expect("lock").insert(addr.to_string(), tls);
+    }
+}
+
+/// A minimal blocking HTTP/1.1 client (Connection: close), enough for tests; over TLS as the
+/// admin to the servers the tests started.
 pub fn http(addr: &str, method: &str, path: &str, body: Option<(&str, &str)>) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let tls = tls_servers().lock().expect("lock").get(addr).cloned();
+    match tls {
+        Some(tls) => {
+            let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
+            http_over_tls(addr, host, tls, method, path, body)
+        }
+        None => exchange(TcpStream::connect(addr)?, addr, method, path, body),
+    }
+}
+
+/// A byte stream to a server: TLS for the servers the tests started, else plain TCP.
+pub trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
+/// Connects to `addr` as [`http`] would, for tests that speak HTTP by hand (watches).
+pub fn connect(addr: &str, read_timeout: Option<Duration>) -> std::io::Result<Box<dyn Stream>> {
+    let tcp = TcpStream::connect(addr)?;
+    tcp.set_read_timeout(read_timeout)?;
+    let tls = tls_servers().lock().expect("lock").get(addr).cloned();
+    Ok(match tls {
+        None => Box::new(tcp),
+        Some(tls) => {
+            let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+            let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let connection = rustls::ClientConnection::new(tls, name).map_err(std::io::Error::other)?;
+            Box::new(rustls::StreamOwned::new(connection, tcp))
+        }
+    })
+}
+
+/// One HTTP/1.1 exchange over TLS with `server_name` checked against the certificate.
+pub fn http_over_tls(
+    addr: &str,
+    server_name: &str,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    method: &str,
+    path: &str,
+    body: Option<(&str, &str)>,
+) -> std::io::Result<(u16, String)> {
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let connection = rustls::ClientConnection::new(tls, name).map_err(std::io::Error::other)?;
+    let stream = rustls::StreamOwned::new(connection, TcpStream::connect(addr)?);
+    exchange(stream, addr, method, path, body)
+}
+
+fn exchange(
+    mut stream: impl Read + Write,
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<(&str, &str)>,
+) -> std::io::Result<(u16, String)> {
     let (content_type, payload) = body.unwrap_or(("application/json", ""));
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{payload}",
@@ -251,7 +367,12 @@ pub fn http(addr: &str, method: &str, path: &str, body: Option<(&str, &str)>) ->
     );
     stream.write_all(request.as_bytes())?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
+    match stream.read_to_end(&mut raw) {
+        Ok(_) => {}
+        // A TLS peer that closes without close_notify after a complete reply.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+        Err(e) => return Err(e),
+    }
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -325,9 +446,8 @@ impl Agent {
 
     /// Starts an agent with extra `axle agent` flags.
     pub fn start_with(server: &Server, node: &str, heartbeat_seconds: u32, extra: &[&str]) -> Agent {
-        let url = format!("http://{}", server.addr);
         let dir = server.data_dir().join(format!("agent-{node}"));
-        Agent::launch(&[], &url, Some(server), node, heartbeat_seconds, &dir, extra)
+        Agent::launch(&[], &server.url(), Some(server), node, heartbeat_seconds, &dir, extra)
     }
 
     /// Starts an agent inside a network namespace (`ip netns exec`), reaching the server at
@@ -340,7 +460,7 @@ impl Agent {
     /// Restarts an agent on its data directory with no server to reach (a reboot of the
     /// computer while the control plane is gone). Its log goes to `<dir>.restart.log`.
     pub fn restart_without_server(agent_dir: &Path, node: &str) -> Agent {
-        Agent::launch(&[], "http://127.0.0.1:9", None, node, 1, agent_dir, &[])
+        Agent::launch(&[], "https://127.0.0.1:9", None, node, 1, agent_dir, &[])
     }
 
     /// `[wrapper…] axle agent …`, logging to `<dir>.log` (`<dir>.restart.log` without a server).
@@ -364,6 +484,13 @@ impl Agent {
             None => Command::new(axle_bin()),
         };
         command.args(["agent", "--server", url, "--node-name", node, "--heartbeat-seconds", &heartbeat.to_string()]);
+        // The CA is where every test server keeps it; a restart without a server finds it there
+        // too (the agent's directory lies in the server's).
+        let ca = match server {
+            Some(server) => server.ca_file(),
+            None => dir.parent().expect("agent dir in the server's").join("pki/ca.crt"),
+        };
+        command.arg("--ca-file").arg(ca);
         if let Some(server) = server {
             command.arg("--token-file").arg(server.data_dir().join("node-token"));
         }
@@ -551,7 +678,9 @@ pub fn start_gateway(server: &Server, ecus: &[(&str, u16)], dir: &Path) -> Kille
     let path = dir.join("ecus.yaml");
     std::fs::write(&path, config).expect("config");
     let child = Command::new(axle_bin())
-        .args(["ecu-gateway", "--server", &format!("http://{}", server.addr), "--token-file"])
+        .args(["ecu-gateway", "--server", &server.url(), "--ca-file"])
+        .arg(server.ca_file())
+        .arg("--token-file")
         .arg(server.data_dir().join("node-token"))
         .arg("--config")
         .arg(&path)
