@@ -192,37 +192,6 @@ pub fn uid_of(obj: &Value) -> &str {
     obj["metadata"]["uid"].as_str().unwrap_or("")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_follow_dns_rules() {
-        assert!(dns_subdomain_error("web-1.example").is_none());
-        assert!(dns_subdomain_error("Web").is_some());
-        assert!(dns_subdomain_error("-web").is_some());
-        assert!(dns_label_error("a.b").is_some());
-        assert!(qualified_name_error("app.kubernetes.io/name").is_none());
-        assert!(qualified_name_error("bad key").is_some());
-    }
-
-    #[test]
-    fn human_duration_matches_kubectl() {
-        assert_eq!(human_duration(37), "37s");
-        assert_eq!(human_duration(125), "2m5s");
-        assert_eq!(human_duration(600), "10m");
-        assert_eq!(human_duration(3 * 3600 + 120), "3h2m");
-        assert_eq!(human_duration(50 * 3600), "2d2h");
-    }
-
-    #[test]
-    fn parse_time_accepts_offsets() {
-        assert!(parse_time("2026-11-25T02:50:49+00:00").is_some());
-        assert!(parse_time("2026-11-25T02:50:49Z").is_some());
-        assert!(parse_time("yesterday").is_none());
-    }
-}
-
 /// Names of the Secrets (`plural` = `secrets`) or ConfigMaps (`configmaps`) a pod refers to:
 /// volumes, projected volume sources, `env[].valueFrom`, `envFrom` of every container, and
 /// for Secrets `imagePullSecrets`. What a node may read is exactly this set of its pods.
@@ -264,13 +233,38 @@ pub fn references(pod: &Value, plural: &str) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod reference_tests {
+mod tests {
     use super::*;
-    use serde_json::json;
+
+    #[test]
+    fn names_follow_dns_rules() {
+        assert!(dns_subdomain_error("web-1.example").is_none());
+        assert!(dns_subdomain_error("Web").is_some());
+        assert!(dns_subdomain_error("-web").is_some());
+        assert!(dns_label_error("a.b").is_some());
+        assert!(qualified_name_error("app.kubernetes.io/name").is_none());
+        assert!(qualified_name_error("bad key").is_some());
+    }
+
+    #[test]
+    fn human_duration_matches_kubectl() {
+        assert_eq!(human_duration(37), "37s");
+        assert_eq!(human_duration(125), "2m5s");
+        assert_eq!(human_duration(600), "10m");
+        assert_eq!(human_duration(3 * 3600 + 120), "3h2m");
+        assert_eq!(human_duration(50 * 3600), "2d2h");
+    }
+
+    #[test]
+    fn parse_time_accepts_offsets() {
+        assert!(parse_time("2026-11-25T02:50:49+00:00").is_some());
+        assert!(parse_time("2026-11-25T02:50:49Z").is_some());
+        assert!(parse_time("yesterday").is_none());
+    }
 
     #[test]
     fn pod_references_cover_volumes_env_and_pull_secrets() {
-        let pod = json!({"spec": {
+        let pod = serde_json::json!({"spec": {
             "volumes": [
                 {"name": "a", "secret": {"secretName": "tls"}},
                 {"name": "b", "configMap": {"name": "settings"}},

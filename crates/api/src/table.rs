@@ -100,6 +100,9 @@ pub fn columns(rt: &ResourceType) -> Vec<Value> {
             s("Name", 1),
         ],
         (false, "Lease") => vec![s("Name", 0), s("Holder", 0), s("Age", 0)],
+        (false, "CertificateSigningRequest") => {
+            vec![s("Name", 0), s("Age", 0), s("SignerName", 0), s("Requestor", 0), s("Condition", 0)]
+        }
         (false, "CustomResourceDefinition") => vec![s("Name", 0), s("Created At", 0)],
         (true, _) if !rt.printer_columns.is_empty() => {
             let mut cols = vec![s("Name", 0)];
@@ -196,6 +199,27 @@ pub fn cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
         (false, "ServiceAccount") => vec![name, json!(obj["secrets"].as_array().map_or(0, Vec::len)), json!(created)],
         (false, "Event") => event_cells(obj),
         (false, "Lease") => vec![name, json!(spec["holderIdentity"].as_str().unwrap_or("<none>")), json!(created)],
+        (false, "CertificateSigningRequest") => {
+            let conditions: Vec<&str> = obj["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c["type"].as_str())
+                .collect();
+            let signed = obj["status"]["certificate"].as_str().is_some_and(|c| !c.is_empty());
+            let condition = match (conditions.is_empty(), signed) {
+                (true, _) => "Pending".to_string(),
+                (false, true) => format!("{},Issued", conditions.join(",")),
+                (false, false) => conditions.join(","),
+            };
+            vec![
+                name,
+                json!(created),
+                json!(spec["signerName"].as_str().unwrap_or("")),
+                json!(spec["username"].as_str().unwrap_or("")),
+                json!(condition),
+            ]
+        }
         (false, "CustomResourceDefinition") => vec![name, obj["metadata"]["creationTimestamp"].clone()],
         (true, _) if !rt.printer_columns.is_empty() => {
             let mut row = vec![name];

@@ -401,6 +401,14 @@ impl Cause {
     }
 }
 
+/// Why a name cannot be one path segment of a URL (`.`, `..`, `/` or `%`), if it cannot.
+fn path_segment_error(name: &str) -> Option<String> {
+    if name == "." || name == ".." {
+        return Some(format!("may not be '{name}'"));
+    }
+    name.contains(['/', '%']).then(|| "may not contain '/' or '%'".to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -447,12 +455,4 @@ mod tests {
         new["spec"]["containers"][0]["name"] = json!("d");
         assert_eq!(validate_update("Pod", &old, &new).len(), 1);
     }
-}
-
-/// Why a name cannot be one path segment of a URL (`.`, `..`, `/` or `%`), if it cannot.
-fn path_segment_error(name: &str) -> Option<String> {
-    if name == "." || name == ".." {
-        return Some(format!("may not be '{name}'"));
-    }
-    name.contains(['/', '%']).then(|| "may not contain '/' or '%'".to_string())
 }

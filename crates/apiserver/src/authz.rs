@@ -224,8 +224,11 @@ const DISCOVERY_URLS: &[&str] = &["/api", "/api/*", "/apis", "/apis/*", "/openap
 const PUBLIC_URLS: &[&str] =
     &["/version", "/version/", "/healthz", "/healthz/*", "/readyz", "/readyz/*", "/livez", "/livez/*"];
 
-/// The default ClusterRoles and their bindings: (role, rules, subjects as (kind, name)).
-fn defaults() -> Vec<(&'static str, Vec<Value>, Vec<(&'static str, &'static str)>)> {
+/// A default ClusterRole: its name, its rules, and the subjects (kind, name) its binding of the
+/// same name grants it to.
+type DefaultRole = (&'static str, Vec<Value>, Vec<(&'static str, &'static str)>);
+
+fn defaults() -> Vec<DefaultRole> {
     vec![
         ("admin", vec![policy(&["*"], &["*"], &["*"]), urls(&["*"], &["*"])], vec![("Group", "axle:admins")]),
         (

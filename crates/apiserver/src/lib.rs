@@ -177,7 +177,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         }
     });
     tokio::spawn(lifecycle::run(state.clone()));
-    tokio::spawn(lifecycle::expire_events(state.clone()));
+    tokio::spawn(lifecycle::expire_old_objects(state.clone()));
     Ok(RunningServer { local_addr, kubeconfig, stop, task, state })
 }
 

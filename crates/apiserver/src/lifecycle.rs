@@ -65,25 +65,58 @@ pub async fn ensure_exist(state: &State, group: &str, plural: &str, objects: Vec
 
 /// How long an Event is kept after it last happened.
 pub const EVENT_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
-const EVENT_EXPIRY_PERIOD: std::time::Duration = std::time::Duration::from_secs(600);
+/// How long a CertificateSigningRequest is kept once decided (signed or denied), and while
+/// pending, as Kubernetes' CSR cleaner does.
+const DECIDED_CSR_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+const PENDING_CSR_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+const EXPIRY_PERIOD: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// Deletes expired Events now and every few minutes until shutdown.
-pub async fn expire_events(state: Arc<State>) {
+/// The keys of the objects under `prefix` (group/plural) older than `ttl(object)`, measured
+/// from the time `since(object)` names.
+fn older_than(
+    state: &State,
+    prefix: &str,
+    since: impl Fn(&Value) -> Option<&str>,
+    ttl: impl Fn(&Value) -> std::time::Duration,
+) -> Vec<String> {
+    let objects =
+        state.store.list(&format!("{prefix}/"), None, 0, &|_| true).map(|page| page.items).unwrap_or_default();
+    objects
+        .iter()
+        .filter(|obj| since(obj).and_then(api::meta::millis_since).unwrap_or(0) > ttl(obj).as_millis() as i64)
+        .map(|obj| store::key(prefix, api::meta::namespace_of(obj), api::meta::name_of(obj)))
+        .collect()
+}
+
+/// Deletes expired Events and CertificateSigningRequests now and every few minutes until
+/// shutdown.
+pub async fn expire_old_objects(state: Arc<State>) {
     let mut shutdown = state.shutdown.clone();
     loop {
         // Read first: an idle server with nothing to expire writes nothing.
-        let events = state.store.list("core/events/", None, 0, &|_| true).map(|page| page.items).unwrap_or_default();
-        let expired: Vec<String> = events
-            .iter()
-            .filter(|event| {
-                let last = ["lastTimestamp", "eventTime"]
+        let mut expired = older_than(
+            &state,
+            "core/events",
+            |event| {
+                ["lastTimestamp", "eventTime"]
                     .iter()
                     .find_map(|k| event[*k].as_str())
-                    .or(event["metadata"]["creationTimestamp"].as_str());
-                last.and_then(api::meta::millis_since).unwrap_or(0) > EVENT_TTL.as_millis() as i64
-            })
-            .map(|event| store::key("core/events", api::meta::namespace_of(event), api::meta::name_of(event)))
-            .collect();
+                    .or(event["metadata"]["creationTimestamp"].as_str())
+            },
+            |_| EVENT_TTL,
+        );
+        expired.extend(older_than(
+            &state,
+            "certificates.k8s.io/certificatesigningrequests",
+            |csr| csr["metadata"]["creationTimestamp"].as_str(),
+            |csr| {
+                if csr["status"]["conditions"].as_array().is_some_and(|c| !c.is_empty()) {
+                    DECIDED_CSR_TTL
+                } else {
+                    PENDING_CSR_TTL
+                }
+            },
+        ));
         if !expired.is_empty() {
             let count = expired.len();
             let deleted = write(&state, move |txn| {
@@ -94,12 +127,12 @@ pub async fn expire_events(state: Arc<State>) {
             })
             .await;
             match deleted {
-                Ok(()) => tracing::debug!(events = count, "expired events deleted"),
-                Err(e) => tracing::warn!(error = %e, "cannot delete expired events"),
+                Ok(()) => tracing::debug!(objects = count, "expired events and certificate requests deleted"),
+                Err(e) => tracing::warn!(error = %e, "cannot delete expired objects"),
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(EVENT_EXPIRY_PERIOD) => {}
+            _ = tokio::time::sleep(EXPIRY_PERIOD) => {}
             _ = shutdown.changed() => return,
         }
     }

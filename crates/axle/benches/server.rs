@@ -3,17 +3,18 @@
 //!
 //! Figures: start → first successful `GET /version`; idle PSS after 5 s; binary size; list of
 //! 1,000 pods as JSON and as a Table; watch fan-out (50 watchers, 1,000 writes, events lost);
-//! bytes written to disk per pod update.
+//! bytes written to disk per pod update; the cost of TLS (handshake + GET on a new connection
+//! against a GET on a kept one, idle PSS with and without TLS). Everything runs as shipped,
+//! over TLS with the admin's client certificate.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{axle_bin, free_port, http, median, pss_kib, write_bytes, Server};
+use support::{axle_bin, free_port, http, median, pss_kib, register_kubeconfig, write_bytes, Server};
 
 /// Start → first 200 on `path`: over a fresh data directory each run (a car's very first boot,
 /// which creates the store) or over one reused directory (every later boot). Median in ms.
@@ -33,7 +34,10 @@ fn startup_ms(runs: usize, path: &str, fresh: bool) -> f64 {
             .stderr(Stdio::null())
             .spawn()
             .expect("server starts");
+        let kubeconfig = dir.join("admin.kubeconfig");
         loop {
+            // The first answer over TLS needs the CA, which a first boot creates.
+            register_kubeconfig(&addr, &kubeconfig);
             if let Ok((200, _)) = http(&addr, "GET", path, None) {
                 break;
             }
@@ -55,15 +59,14 @@ fn pod_json(name: &str, image: &str) -> String {
 
 /// Times GETs of `path` with `accept` over one keep-alive connection; median in ms.
 fn time_gets(addr: &str, path: &str, accept: &str, runs: usize) -> f64 {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    // One write per request and no Nagle: otherwise delayed ACKs add 40 ms to every request.
-    stream.set_nodelay(true).expect("nodelay");
-    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut reader = BufReader::new(support::connect(addr, None).expect("connect"));
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: {accept}\r\n\r\n");
     let mut samples = Vec::new();
     for _ in 0..runs {
         let started = Instant::now();
-        stream.write_all(request.as_bytes()).expect("send");
+        // One write per request: otherwise delayed ACKs add 40 ms to every request.
+        reader.get_mut().write_all(request.as_bytes()).expect("send");
+        reader.get_mut().flush().expect("send");
         let mut length = 0usize;
         loop {
             let mut line = String::new();
@@ -93,8 +96,9 @@ fn watch_fan_out(server: &Server, watchers: usize, writes: usize) -> (usize, f64
     for _ in 0..watchers {
         let (addr, rv, counts) = (server.addr.clone(), rv.clone(), counts.clone());
         handles.push(std::thread::spawn(move || {
-            let mut stream = TcpStream::connect(&addr).expect("connect");
+            let mut stream = support::connect(&addr, None).expect("connect");
             write!(stream, "GET /api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv} HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("send");
+            stream.flush().expect("send");
             let reader = BufReader::new(stream);
             let mut seen = 0;
             for line in reader.lines().map_while(Result::ok) {
@@ -150,10 +154,33 @@ fn main() {
     let first_boot_ms = startup_ms(10, "/version", true);
     let start_list_ms = startup_ms(20, "/api/v1/namespaces/default/pods", false);
 
+    let plain_pss_mb = {
+        let plain = Server::start_with(&["--insecure-http"]);
+        std::thread::sleep(Duration::from_secs(5));
+        pss_kib(plain.child.id()) as f64 / 1024.0
+    };
     let server = Server::start();
     let pid = server.child.id();
     std::thread::sleep(Duration::from_secs(5));
     let idle_pss_mb = pss_kib(pid) as f64 / 1024.0;
+    // TLS: a new connection per GET (full handshake, client certificate verified) against
+    // GETs on one kept connection.
+    let mut full_handshakes = (*server.admin_tls()).clone();
+    full_handshakes.resumption = rustls::client::Resumption::disabled();
+    let full_handshakes = Arc::new(full_handshakes);
+    let handshake_get_ms = median(
+        (0..50)
+            .map(|_| {
+                let started = Instant::now();
+                let (status, _) =
+                    support::http_over_tls(&server.addr, "127.0.0.1", full_handshakes.clone(), "GET", "/version", None)
+                        .expect("GET");
+                assert_eq!(status, 200);
+                started.elapsed().as_secs_f64() * 1000.0
+            })
+            .collect(),
+    );
+    let kept_get_ms = time_gets(&server.addr, "/version", "application/json", 50);
     let idle_writes_before = write_bytes(pid);
     std::thread::sleep(Duration::from_secs(2));
     let idle_write_bytes = write_bytes(pid) - idle_writes_before;
@@ -188,7 +215,10 @@ fn main() {
     println!("| start → first GET /version, existing store (median of 20) | {start_ms:.1} ms | ≤ 15 ms |");
     println!("| start → first list of pods, existing store (median of 20) | {start_list_ms:.1} ms | — |");
     println!("| first boot → first GET /version, store created (median of 10) | {first_boot_ms:.1} ms | — |");
-    println!("| idle PSS after 5 s (server alone) | {idle_pss_mb:.2} MB | ≤ 5 MB |");
+    println!("| idle PSS after 5 s (server alone, TLS on) | {idle_pss_mb:.2} MB | ≤ 5 MB |");
+    println!("| idle PSS after 5 s (server alone, --insecure-http) | {plain_pss_mb:.2} MB | — |");
+    println!("| full TLS handshake (client certificate) + GET /version, new connection each (median of 50) | {handshake_get_ms:.2} ms | — |");
+    println!("| GET /version on a kept TLS connection (median of 50) | {kept_get_ms:.2} ms | — |");
     println!("| disk writes while idle (2 s) | {idle_write_bytes} B | 0 |");
     println!("| binary size (release, stripped) | {binary_mb:.2} MB | — |");
     println!("| list 1,000 pods, JSON (median of 20) | {list_json_ms:.1} ms | ≤ 10 ms |");
@@ -199,7 +229,7 @@ fn main() {
     println!("| bytes written per pod update | {bytes_per_update:.0} B | — |");
     println!(
         "{}",
-        serde_json::json!({"start_ms": start_ms, "start_to_list_ms": start_list_ms, "first_boot_ms": first_boot_ms, "idle_pss_mb": idle_pss_mb, "idle_write_bytes": idle_write_bytes,
+        serde_json::json!({"idle_pss_insecure_http_mb": plain_pss_mb, "tls_handshake_get_ms": handshake_get_ms, "kept_connection_get_ms": kept_get_ms, "start_ms": start_ms, "start_to_list_ms": start_list_ms, "first_boot_ms": first_boot_ms, "idle_pss_mb": idle_pss_mb, "idle_write_bytes": idle_write_bytes,
             "binary_mb": binary_mb, "list_1000_pods_json_ms": list_json_ms, "list_1000_pods_table_ms": list_table_ms,
             "loaded_pss_mb": loaded_pss_mb, "watch_events_lost": lost, "watch_fan_out_ms": fan_out_ms,
             "bytes_written_per_pod_update": bytes_per_update})
