@@ -397,23 +397,8 @@ pub fn user_kubeconfig(data_dir: &Path, user: &str, groups: &[&str], validity: D
     Ok(certificates::kubeconfig(server, Some(authority.cert_pem()), Some(&issued), user))
 }
 
-/// Writes a file readable by its owner only, atomically (temp file, fsync, rename).
+/// Writes a file readable by its owner only, atomically and durably (the name too: nothing
+/// written after this may outlive the file).
 fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    // The name is durable too: nothing written after this may outlive the file.
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("cannot sync {}", dir.display()))?;
-    Ok(())
+    Ok(pki::write_durably(path, contents, 0o600)?)
 }
