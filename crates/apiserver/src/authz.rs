@@ -20,8 +20,8 @@ use serde_json::{json, Value};
 
 const RBAC: &str = "rbac.authorization.k8s.io";
 
-/// The attributes of a request, or None for requests every caller may make (none today: even
-/// `/version` goes through the rules, which allow it to everyone).
+/// The attributes of a request, as RBAC rules match them (even `/version` goes through the
+/// rules, which allow it to everyone).
 pub fn attributes(route: &Route, method: &Method, path: &str, query: &Query) -> Attributes {
     match route {
         Route::Resource(target) => {

@@ -545,11 +545,6 @@ fn node_connection(connection: &Connection, data_dir: &std::path::Path) -> anyho
                 Some(path) => Some(read(path, "CA file")?),
                 None => None,
             };
-            if server.starts_with("https://") && ca_pem.is_none() {
-                anyhow::bail!(
-                    "{server} is https: pass the car's CA with --ca-file (the server writes DATA_DIR/pki/ca.crt)"
-                );
-            }
             Ok(NodeConnection::Join(client::join::Join {
                 server: server.trim_end_matches('/').to_string(),
                 ca_pem,

@@ -63,10 +63,12 @@ impl Join {
             config.token = self.bootstrap_token.clone();
             return Ok(NodeClient { client: Arc::new(Client::new(config)), identity: None, renewal: None });
         }
-        let ca = self
-            .ca_pem
-            .as_deref()
-            .ok_or_else(|| ClientError::Usage(format!("{} is https: pass the server's CA (--ca-file)", self.server)))?;
+        let ca = self.ca_pem.as_deref().ok_or_else(|| {
+            ClientError::Usage(format!(
+                "{} is https: pass the car's CA with --ca-file (the server writes DATA_DIR/pki/ca.crt)",
+                self.server
+            ))
+        })?;
         let identity = Arc::new(pki::Identity::default());
         let kept = self.kept(name).filter(|(_, expires)| *expires > SystemTime::now() + Duration::from_secs(60));
         let expires = match kept {
