@@ -77,7 +77,8 @@ pub fn prepare(
         Some(path) => crate::authn::read_token_file(path)?,
         None => Default::default(),
     };
-    let service_account_key = ensure_private_key(&pki_dir.join("service-account.key"))?;
+    let service_account_key =
+        crate::ensure_key(&pki_dir.join("service-account.key"), "ServiceAccount tokens cannot be checked")?;
     let tokens = Tokens::new(static_tokens, bootstrap_token, &service_account_key);
     let security = Security { authority, tokens, node_cert_validity: config.node_cert_validity, agent_tls };
     Ok(Prepared { security, server_tls, admin })
@@ -144,20 +145,6 @@ fn interface_addresses() -> Vec<IpAddr> {
     // SAFETY: frees the list getifaddrs allocated, once.
     unsafe { libc::freeifaddrs(list) };
     found
-}
-
-/// 32 random bytes in a file readable by its owner only, created once.
-fn ensure_private_key(path: &Path) -> anyhow::Result<Vec<u8>> {
-    match std::fs::read(path) {
-        Ok(bytes) if bytes.len() == 32 => Ok(bytes),
-        Ok(_) => anyhow::bail!("{} is not a 32-byte key", path.display()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = store::Sealing::new_key().to_vec();
-            pki::write_durably(path, &key, 0o600)?;
-            Ok(key)
-        }
-        Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
-    }
 }
 
 /// The kubeconfig of a client: the server, the CA, and a client certificate or a token.

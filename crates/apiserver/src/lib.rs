@@ -354,13 +354,18 @@ const SECRETS_PREFIX: &str = "core/secrets/";
 
 /// The key Secrets are sealed with in the store, created once.
 fn ensure_secrets_key(data_dir: &Path) -> anyhow::Result<[u8; 32]> {
-    let path = data_dir.join("secrets.key");
-    match std::fs::read(&path) {
+    ensure_key(&data_dir.join("secrets.key"), "Secrets cannot be read")
+}
+
+/// A 32-byte random key kept in a file readable by its owner only, created once; `loss` says
+/// what a damaged key file costs.
+pub(crate) fn ensure_key(path: &Path, loss: &str) -> anyhow::Result<[u8; 32]> {
+    match std::fs::read(path) {
         Ok(bytes) => <[u8; 32]>::try_from(bytes.as_slice())
-            .map_err(|_| anyhow::anyhow!("{} is not a 32-byte key; Secrets cannot be read", path.display())),
+            .map_err(|_| anyhow::anyhow!("{} is not a 32-byte key; {loss}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = store::Sealing::new_key();
-            write_private(&path, &key)?;
+            write_private(path, &key)?;
             Ok(key)
         }
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
