@@ -204,10 +204,11 @@ fn leaf_params(subject: &Subject, usage: Usage, validity: Duration) -> Result<Ce
 
 fn random_serial() -> Result<[u8; 16], PkiError> {
     // A positive 127-bit serial: unique per certificate, as RFC 5280 asks.
-    let key = KeyPair::generate()?;
+    use ring::rand::SecureRandom as _;
     let mut serial = [0u8; 16];
-    let public = key.public_key_raw();
-    serial.copy_from_slice(&public[public.len() - 16..]);
+    ring::rand::SystemRandom::new()
+        .fill(&mut serial)
+        .map_err(|_| PkiError::Certificate("the system's random source failed".into()))?;
     serial[0] &= 0x7f;
     Ok(serial)
 }
