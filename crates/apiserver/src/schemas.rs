@@ -4,102 +4,26 @@
 use api::resource::ResourceType;
 use api::schema::{walk, Findings, Walk};
 use api::{ApiError, Registry};
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{json, Map, Value};
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
-/// A JSON value read with `description`/`example` keys skipped: the schema skeleton is a small
-/// fraction of the documented OpenAPI document, so holding it costs little memory.
-struct Skeleton(Value);
-
-impl<'de> Deserialize<'de> for Skeleton {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct SkeletonVisitor;
-        impl<'de> Visitor<'de> for SkeletonVisitor {
-            type Value = Skeleton;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON value")
-            }
-            fn visit_bool<E>(self, v: bool) -> Result<Skeleton, E> {
-                Ok(Skeleton(Value::Bool(v)))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<Skeleton, E> {
-                Ok(Skeleton(json!(v)))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Skeleton, E> {
-                Ok(Skeleton(json!(v)))
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<Skeleton, E> {
-                Ok(Skeleton(json!(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Skeleton, E> {
-                Ok(Skeleton(Value::String(v.to_string())))
-            }
-            fn visit_unit<E>(self) -> Result<Skeleton, E> {
-                Ok(Skeleton(Value::Null))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skeleton, A::Error> {
-                let mut items = Vec::new();
-                while let Some(Skeleton(item)) = seq.next_element()? {
-                    items.push(item);
-                }
-                Ok(Skeleton(Value::Array(items)))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skeleton, A::Error> {
-                let mut out = Map::new();
-                while let Some(key) = map.next_key::<String>()? {
-                    if key == "description" || key == "example" {
-                        map.next_value::<IgnoredAny>()?;
-                    } else {
-                        let Skeleton(value) = map.next_value()?;
-                        out.insert(key, value);
-                    }
-                }
-                Ok(Skeleton(Value::Object(out)))
-            }
-        }
-        deserializer.deserialize_any(SkeletonVisitor)
-    }
-}
-
-/// Schema skeletons of all built-in group versions, by schema name, loaded on first use.
-struct BuiltinSchemas {
-    schemas: HashMap<String, Value>,
-    /// (group, version, kind) → schema name.
-    by_kind: HashMap<(String, String, String), String>,
-}
-
-fn builtin_schemas() -> &'static BuiltinSchemas {
-    static SCHEMAS: OnceLock<BuiltinSchemas> = OnceLock::new();
-    SCHEMAS.get_or_init(|| {
-        let mut schemas = HashMap::new();
-        let mut by_kind = HashMap::new();
-        for path in openapi::group_versions() {
-            let Some(bytes) = openapi::document(path) else { continue };
-            let Ok(Skeleton(mut doc)) = serde_json::from_slice::<Skeleton>(&bytes) else {
-                tracing::error!(%path, "embedded OpenAPI document does not parse");
-                continue;
-            };
-            let Value::Object(components) = doc["components"]["schemas"].take() else { continue };
-            for (name, schema) in components {
-                for gvk in schema["x-kubernetes-group-version-kind"].as_array().into_iter().flatten() {
-                    let key = (
-                        gvk["group"].as_str().unwrap_or("").to_string(),
-                        gvk["version"].as_str().unwrap_or("").to_string(),
-                        gvk["kind"].as_str().unwrap_or("").to_string(),
-                    );
-                    by_kind.entry(key).or_insert_with(|| name.clone());
-                }
-                schemas.entry(name).or_insert(schema);
-            }
-        }
-        // The decompressed documents were the server's largest allocation and are freed now;
-        // give their pages back rather than keep them in the allocator's free lists.
-        // SAFETY: malloc_trim only returns free heap pages to the kernel.
-        unsafe { libc::malloc_trim(0) };
-        BuiltinSchemas { schemas, by_kind }
-    })
+/// The skeleton of the built-in schema named `name` (or `#/components/schemas/<name>`), parsed
+/// the first time a check reaches it and kept from then on. Only the schemas of kinds written
+/// since start are ever parsed: a server that stores ClusterRoles and Pods holds those, not the
+/// two hundred other schemas of the embedded documents.
+fn builtin_schema(name: &str) -> Option<&'static Value> {
+    static PARSED: OnceLock<Vec<OnceLock<Value>>> = OnceLock::new();
+    let parsed = PARSED.get_or_init(|| openapi::skeletons().iter().map(|_| OnceLock::new()).collect());
+    let index = openapi::skeleton_index(name)?;
+    Some(parsed[index].get_or_init(|| {
+        let (name, json) = openapi::skeletons()[index];
+        serde_json::from_str(json).unwrap_or_else(|e| {
+            // The skeletons are built with the binary and checked by the openapi crate's tests:
+            // this is a broken build. An empty schema accepts any value rather than prune it.
+            tracing::error!(%name, error = %e, "embedded schema skeleton does not parse");
+            json!({})
+        })
+    }))
 }
 
 /// How unknown fields are treated (the `fieldValidation` query parameter).
@@ -146,14 +70,8 @@ pub fn check(rt: &ResourceType, obj: &mut Value, validation: FieldValidation) ->
             None => Findings::default(),
         }
     } else {
-        let schemas = builtin_schemas();
-        let key = (rt.group.clone(), rt.version.clone(), rt.kind.clone());
-        match schemas.by_kind.get(&key).and_then(|name| schemas.schemas.get(name)) {
-            Some(schema) => {
-                let resolve =
-                    |reference: &str| schemas.schemas.get(reference.trim_start_matches("#/components/schemas/"));
-                walk(schema, obj, "", &resolve, Walk { prune: true, check_types: false })
-            }
+        match openapi::schema_of_kind(&rt.group, &rt.version, &rt.kind).and_then(builtin_schema) {
+            Some(schema) => walk(schema, obj, "", &builtin_schema, Walk { prune: true, check_types: false }),
             None => Findings::default(),
         }
     };
@@ -218,4 +136,55 @@ pub fn custom_document(registry: &Registry, group: &str, version: &str) -> Value
     }
     json!({"openapi": "3.0.0", "info": {"title": "Kubernetes CRD Swagger", "version": "v0.1.0"},
            "paths": paths, "components": {"schemas": schemas}})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn builtin(api_version: &str, kind: &str) -> ResourceType {
+        Registry::builtin().by_kind(api_version, kind).expect("a built-in kind").clone()
+    }
+
+    #[test]
+    fn unknown_fields_of_built_in_kinds_are_warned_about_and_pruned() {
+        let rt = builtin("v1", "ConfigMap");
+        let mut cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "labelz": {}},
+                            "data": {"k": "v"}, "dta": 1});
+        let warnings = check(&rt, &mut cm, FieldValidation::Warn).expect("warnings only");
+        assert_eq!(warnings, ["unknown field \"metadata.labelz\"", "unknown field \"dta\""]);
+        assert_eq!(cm, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "v"}}));
+
+        let mut strict = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "dta": 1});
+        let error = check(&rt, &mut strict, FieldValidation::Strict).expect_err("strict");
+        assert!(error.to_string().contains("unknown field \"dta\""), "{error}");
+    }
+
+    #[test]
+    fn nested_references_of_built_in_kinds_are_followed() {
+        let rt = builtin("apps/v1", "Deployment");
+        let mut deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+            "spec": {"selector": {"matchLabels": {"app": "a"}}, "template": {"metadata": {"labels": {"app": "a"}},
+                "spec": {"containers": [{"name": "c", "image": "i", "imagee": "typo",
+                    "resources": {"limits": {"memory": "1Mi"}}}]}}}});
+        let warnings = check(&rt, &mut deployment, FieldValidation::Warn).expect("warnings only");
+        assert_eq!(warnings, ["unknown field \"spec.template.spec.containers[0].imagee\""]);
+        assert_eq!(deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"], "1Mi");
+    }
+
+    #[test]
+    fn a_crd_schema_keeps_its_descriptions_and_examples() {
+        let rt = builtin("apiextensions.k8s.io/v1", "CustomResourceDefinition");
+        let schema = json!({"type": "object", "description": "A widget.",
+            "properties": {"size": {"type": "integer", "description": "How big.", "example": 3}}});
+        let mut crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "widgets.example.com"},
+            "spec": {"group": "example.com", "scope": "Namespaced",
+                "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+                "versions": [{"name": "v1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": schema.clone()}}]}});
+        let warnings = check(&rt, &mut crd, FieldValidation::Strict).expect("a valid CRD");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"], schema);
+    }
 }

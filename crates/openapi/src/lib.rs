@@ -23,6 +23,10 @@
 
 pub mod generated;
 
+mod skeletons {
+    include!(concat!(env!("OUT_DIR"), "/skeletons.rs"));
+}
+
 pub use generated::{KUBERNETES_VERSION, SOURCE};
 
 /// One embedded document.
@@ -57,6 +61,33 @@ pub fn document(path: &str) -> Option<Vec<u8>> {
 /// upstream uses for `?hash=` in the `/openapi/v3` index (and as the document's ETag).
 pub fn hash(path: &str) -> Option<&'static str> {
     find(path).map(|doc| doc.hash)
+}
+
+/// The schema skeletons: every schema of the documents, by name (`io.k8s.api.core.v1.Pod`), as
+/// compact JSON without `description` and `example`, sorted by name. A schema's place in this
+/// slice is its index for [`skeleton_index`].
+///
+/// The skeletons are the schemas' structure (types, properties, `$ref`s, `x-kubernetes-*`), a
+/// small fraction of the documents' bytes: enough to check objects against, with nothing to
+/// decompress and only the schemas a check reaches to parse.
+pub fn skeletons() -> &'static [(&'static str, &'static str)] {
+    skeletons::SKELETONS
+}
+
+/// The index in [`skeletons`] of the schema named `name`, which may be given as a `$ref`
+/// (`#/components/schemas/io.k8s.api.core.v1.PodSpec`).
+pub fn skeleton_index(name: &str) -> Option<usize> {
+    let name = name.strip_prefix("#/components/schemas/").unwrap_or(name);
+    skeletons::SKELETONS.binary_search_by(|(candidate, _)| (*candidate).cmp(name)).ok()
+}
+
+/// The name of the schema of a built-in kind, from its `x-kubernetes-group-version-kind`:
+/// `("apps", "v1", "Deployment")` → `io.k8s.api.apps.v1.Deployment`.
+pub fn schema_of_kind(group: &str, version: &str, kind: &str) -> Option<&'static str> {
+    skeletons::KINDS
+        .binary_search_by(|((g, v, k), _)| (*g, *v, *k).cmp(&(group, version, kind)))
+        .ok()
+        .map(|i| skeletons::KINDS[i].1)
 }
 
 fn find(path: &str) -> Option<&'static Document> {
@@ -291,6 +322,71 @@ mod tests {
         let quantity = schema(&doc, "io.k8s.apimachinery.pkg.api.resource.Quantity");
         assert_eq!(quantity["oneOf"], serde_json::json!([{"type": "string"}, {"type": "number"}]));
         assert!(quantity["description"].as_str().is_some_and(|d| d.starts_with("Quantity is")));
+    }
+
+    /// Whether `skeleton` is `schema` without its documentation: the same keys and values, less
+    /// `description` and `example` where they are keywords (the keys of `properties` are field
+    /// names and all stay).
+    fn is_undocumented(schema: &Value, skeleton: &Value, field_names: bool) -> bool {
+        match (schema, skeleton) {
+            (Value::Object(documented), Value::Object(bare)) => {
+                let kept = documented
+                    .iter()
+                    .filter(|(key, _)| field_names || !matches!(key.as_str(), "description" | "example"));
+                kept.clone().count() == bare.len()
+                    && kept.into_iter().all(|(key, value)| {
+                        bare.get(key).is_some_and(|b| is_undocumented(value, b, !field_names && key == "properties"))
+                    })
+            }
+            (Value::Array(documented), Value::Array(bare)) => {
+                documented.len() == bare.len() && documented.iter().zip(bare).all(|(d, b)| is_undocumented(d, b, false))
+            }
+            (documented, bare) => documented == bare,
+        }
+    }
+
+    #[test]
+    fn skeletons_are_the_documents_schemas_without_their_documentation() {
+        let mut seen = 0;
+        for path in group_versions() {
+            let doc = parsed(path);
+            for (name, documented) in doc["components"]["schemas"].as_object().expect("schemas") {
+                let index = skeleton_index(name).unwrap_or_else(|| panic!("{path}: no skeleton for {name}"));
+                let (skeleton_name, json) = skeletons()[index];
+                assert_eq!(skeleton_name, name);
+                let skeleton: Value = serde_json::from_str(json).expect("a skeleton is JSON");
+                assert!(is_undocumented(documented, &skeleton, false), "{path}: skeleton of {name}");
+                seen += 1;
+            }
+        }
+        assert!(seen > skeletons().len(), "documents share schemas");
+        let total: usize = skeletons().iter().map(|(_, json)| json.len()).sum();
+        let documents: usize = group_versions().iter().filter_map(|p| document(p)).map(|d| d.len()).sum();
+        assert!(total * 5 < documents, "skeletons take {total} bytes, the documents {documents}");
+    }
+
+    #[test]
+    fn skeletons_keep_fields_named_like_documentation_keywords() {
+        let name = "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSONSchemaProps";
+        let index = skeleton_index(&format!("{SCHEMA_REF}{name}")).expect("JSONSchemaProps");
+        let props: Value = serde_json::from_str(skeletons()[index].1).expect("JSON");
+        assert!(props.get("description").is_none());
+        assert_eq!(props["properties"]["description"]["type"], "string");
+        assert!(props["properties"]["example"].is_object());
+    }
+
+    #[test]
+    fn schema_of_kind_names_the_schema_of_each_served_kind() {
+        assert_eq!(schema_of_kind("", "v1", "Pod"), Some("io.k8s.api.core.v1.Pod"));
+        assert_eq!(schema_of_kind("apps", "v1", "Deployment"), Some("io.k8s.api.apps.v1.Deployment"));
+        assert_eq!(
+            schema_of_kind("rbac.authorization.k8s.io", "v1", "ClusterRole"),
+            Some("io.k8s.api.rbac.v1.ClusterRole")
+        );
+        assert_eq!(schema_of_kind("apps", "v1", "Pod"), None);
+        assert_eq!(schema_of_kind("", "v2", "Pod"), None);
+        assert_eq!(skeleton_index("io.k8s.api.core.v1.Nothing"), None);
+        assert!(skeletons().windows(2).all(|pair| pair[0].0 < pair[1].0), "sorted by name");
     }
 
     #[test]
