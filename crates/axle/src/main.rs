@@ -2,6 +2,7 @@
 //! the library crates; this file only wires them to the command line.
 
 mod bundle;
+mod footprint;
 mod image;
 mod self_update;
 mod up;
@@ -416,13 +417,6 @@ fn init_logging(capture: Option<telemetry::export::LogSink>) {
     }
 }
 
-/// Returns the memory that start-up used and freed to the system (glibc keeps it otherwise):
-/// an idle control plane should hold only what it needs.
-fn release_freed_memory() {
-    // SAFETY: malloc_trim only returns free heap pages to the kernel.
-    unsafe { libc::malloc_trim(0) };
-}
-
 /// Errors end the process with one line, the causes chained: `axle: cannot apply x.yaml: …`.
 fn main() -> std::process::ExitCode {
     let started = Instant::now();
@@ -830,7 +824,8 @@ fn run_server(args: ServerArgs, started: Instant, log_sink: Option<telemetry::ex
         ));
         let updates_client = client::Client::new(client::Config::from_kubeconfig(&server.kubeconfig)?);
         tokio::spawn(controllers::updates::run(updates_client, updates, reconcile_metrics, controllers_shutdown));
-        release_freed_memory();
+        // An idle control plane holds only what serving needs.
+        footprint::release_startup_memory();
         tracing::info!(
             address = %format!("{}://{}", if args.insecure_http { "http" } else { "https" }, server.local_addr),
             kubeconfig = %server.kubeconfig.display(),
