@@ -118,7 +118,10 @@ impl RunningServer {
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
-    let store_path = config.data_dir.join("store.redb");
+    let store_path = config.data_dir.join(store::FILE_NAME);
+    let legacy_store = config.data_dir.join(store::LEGACY_FILE_NAME);
+    store::migrate_legacy(&legacy_store, &store_path)
+        .with_context(|| format!("cannot migrate the store {}", legacy_store.display()))?;
     let mut options = config.store.clone();
     options.sealing =
         Some(store::Sealing { key: ensure_secrets_key(&config.data_dir)?, prefixes: vec![SECRETS_PREFIX.to_string()] });

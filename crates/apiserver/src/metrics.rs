@@ -229,7 +229,7 @@ impl Metrics {
             let phase = campaign["status"]["phase"].as_str().filter(|p| !p.is_empty()).unwrap_or("Pending");
             self.campaigns.get_or_create(&PhaseLabels { phase: phase.to_string() }).inc();
         }
-        let size = std::fs::metadata(state.data_dir.join("store.redb")).map(|m| m.len()).unwrap_or(0);
+        let size = std::fs::metadata(state.data_dir.join(store::FILE_NAME)).map(|m| m.len()).unwrap_or(0);
         self.store_size.set(i64::try_from(size).unwrap_or(i64::MAX));
     }
 }

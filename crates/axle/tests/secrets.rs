@@ -32,7 +32,7 @@ fn secrets_are_sealed_in_the_store_and_read_back() {
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
 
     let dir = server.crash();
-    let store = std::fs::read(dir.path().join("store.redb")).expect("the store file");
+    let store = std::fs::read(dir.path().join("store-v3.redb")).expect("the store file");
     let found = |needle: &str| store.windows(needle.len()).any(|w| w == needle.as_bytes());
     assert!(!found(PASSWORD) && !found(&encoded), "the secret is in the store file in the clear");
     assert!(found("visible-config-value"), "other objects are stored as they are");

@@ -20,19 +20,26 @@
 //! which it owns: callers never choose resource versions.
 
 mod hub;
+mod legacy;
 mod seal;
 mod writer;
 
 pub use hub::{Event, EventType};
+pub use legacy::migrate_legacy;
 pub use seal::Sealing;
 pub use writer::Txn;
 
 use hub::Hub;
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase as _, ReadableTable, TableDefinition};
 use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
 use writer::{Job, TypedJob};
+
+/// The store's file in the server's data directory.
+pub const FILE_NAME: &str = "store-v3.redb";
+/// The file of a store written before redb 4, kept for an older Axle (see [`migrate_legacy`]).
+pub const LEGACY_FILE_NAME: &str = "store.redb";
 
 pub(crate) const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 /// The change log. Its last key is the store's current resourceVersion (the log always keeps
@@ -96,7 +103,9 @@ pub struct Options {
     pub change_log_capacity: u64,
     /// Recent changes kept in memory for live watchers.
     pub ring_capacity: usize,
-    /// redb page cache in bytes.
+    /// redb page cache in bytes. Small by default: pages it does not hold are read from the
+    /// kernel's page cache, which holds the file anyway, so a large one mostly holds the same
+    /// pages twice (in this process's PSS).
     pub cache_bytes: usize,
     /// Encryption at rest of some kinds of objects.
     pub sealing: Option<Sealing>,
@@ -104,7 +113,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { change_log_capacity: 10_000, ring_capacity: 1_024, cache_bytes: 4 << 20, sealing: None }
+        Options { change_log_capacity: 10_000, ring_capacity: 1_024, cache_bytes: 256 << 10, sealing: None }
     }
 }
 

@@ -99,7 +99,7 @@ async fn delete_emits_event_with_deletion_version() {
 
 /// Opens the store again once the writer thread of the previous handle has ended (it does
 /// when its channel closes, a moment after the handle drops).
-async fn reopen(path: &std::path::Path, options: Options) -> Store {
+pub(crate) async fn reopen(path: &std::path::Path, options: Options) -> Store {
     loop {
         match Store::open(path, options.clone()) {
             Ok(store) => break store,
