@@ -301,6 +301,12 @@ async fn dispatch(
         state.metrics.observe(labels, started.elapsed().as_secs_f64());
     }
     tracing::debug!(%method, %path, status = reply.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
+    if method == hyper::Method::HEAD {
+        // A reply to HEAD has the headers of the GET reply and no body: HTTP/1.1 drops a body
+        // by itself, HTTP/2 would send it and the client fails the stream.
+        let (parts, _) = reply.into_parts();
+        return Reply::from_parts(parts, http::Body::Full(None));
+    }
     reply
 }
 

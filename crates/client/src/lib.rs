@@ -184,12 +184,17 @@ impl Client {
                 .unwrap_or_else(|_| unreachable!("ring supports the default protocol versions"))
         });
         // A session cache of its own: a resumed session would carry the identity of the
-        // handshake it came from, not the certificate presented now.
-        tls.resumption = rustls::client::Resumption::default();
+        // handshake it came from, not the certificate presented now. A client talks to one
+        // server: room for its 8 TLS 1.3 tickets, not rustls's default of 32 servers.
+        tls.resumption = rustls::client::Resumption::in_memory_sessions(8);
+        // Over TLS the server and the client agree on HTTP/2 (ALPN): every request and watch of
+        // a client shares one connection instead of one connection (with its TLS state and
+        // buffers at both ends) each. Plain http:// stays HTTP/1.1. A link that dies silently is
+        // found by the TCP keepalive above, for both.
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
-            .enable_http1()
+            .enable_all_versions()
             .wrap_connector(connector);
         hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_timer(hyper_util::rt::TokioTimer::new())
