@@ -1,14 +1,21 @@
 #!/usr/bin/env python3
 """Writes a linker symbol-ordering file from two callgrind dumps of `axle server`.
 
-Usage: order.py STARTUP_DUMP SERVING_DUMP > text-order.txt
+Usage: order.py STARTUP_DUMP SERVING_DUMP SYMBOLS > text-order.txt
 
-The functions the server runs while serving come first, those only its start runs next;
-functions never run keep the linker's default place after both. Names stay mangled: they are
-the symbol names the linker matches.
+SYMBOLS is `nm --defined-only` of the profiled binary. The functions the server runs while
+serving come first, then every CPU-specific variant of a routine (see CPU_VARIANT), then those
+only its start runs; functions never run keep the linker's default place after all. Names stay
+mangled: they are the symbol names the linker matches.
 """
 import re
 import sys
+
+# Crypto, hashing and decompression pick an implementation by the CPU's features at run time
+# (ring's AES-GCM with VAES or AES-NI, SHA with SHA-NI or AVX, zstd with BMI2 …). Callgrind's
+# virtual CPU lacks some of them, so the variant a car's CPU runs may not be in the profile:
+# all variants stay together after the serving code instead of scattered among cold code.
+CPU_VARIANT = re.compile(r"^ring_core_|avx|sse|ssse3|bmi2|shaext|vaes|clmul|_adx|nohw", re.IGNORECASE)
 
 FN = re.compile(r"^fn=\((\d+)\)(?: (.*))?$")
 
@@ -32,16 +39,27 @@ def functions(dump_path):
     return list(seen)
 
 
+def code_symbols(nm_path):
+    """Names of the functions an `nm` listing defines."""
+    with open(nm_path, encoding="utf-8", errors="replace") as listing:
+        return [f[2] for f in (line.split() for line in listing) if len(f) == 3 and f[1] in "tTwW"]
+
+
 def main():
-    startup_dump, serving_dump = sys.argv[1:3]
+    startup_dump, serving_dump, nm_path = sys.argv[1:4]
     serving = functions(serving_dump)
-    serving_set = set(serving)
-    startup_only = [f for f in functions(startup_dump) if f not in serving_set]
-    for name in serving + startup_only:
+    listed = set(serving)
+    variants = [f for f in code_symbols(nm_path) if CPU_VARIANT.search(f) and f not in listed]
+    listed.update(variants)
+    startup_only = [f for f in functions(startup_dump) if f not in listed]
+    for name in serving + variants + startup_only:
         # Only Rust and C symbols the linker knows; callgrind's "0x…" placeholders are not.
         if not name.startswith("0x"):
             print(name)
-    print(f"{len(serving)} serving functions, {len(startup_only)} startup-only", file=sys.stderr)
+    print(
+        f"{len(serving)} serving functions, {len(variants)} CPU variants, {len(startup_only)} startup-only",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

@@ -43,5 +43,6 @@ done
 callgrind_control --dump=serving "$server" >/dev/null
 sleep 2
 
-python3 "$root/tools/text-order/order.py" "$work/callgrind.$server.1" "$work/callgrind.$server.2" \
+nm --defined-only "$axle" >"$work/symbols"
+python3 "$root/tools/text-order/order.py" "$work/callgrind.$server.1" "$work/callgrind.$server.2" "$work/symbols" \
   >"$root/crates/axle/text-order.txt"

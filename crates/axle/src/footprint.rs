@@ -1,5 +1,6 @@
 //! What a long-running Axle process gives back once it has started: heap pages freed by
-//! start-up, and the pages of its own code and read-only data that only start-up touched.
+//! start-up, and the pages of code and read-only data (its own and its shared libraries')
+//! that only start-up touched.
 //!
 //! The kernel maps an executable's file pages as they are first run, and 64 KiB around each
 //! fault ("fault-around"), so a start that walks through configuration parsing, certificate
@@ -12,13 +13,13 @@
 
 use std::io;
 
-/// Returns freed heap to the system and unmaps the executable's start-up pages; best effort.
+/// Returns freed heap to the system and unmaps the start-up pages of code; best effort.
 pub fn release_startup_memory() {
     // SAFETY: malloc_trim only returns free heap pages to the kernel.
     unsafe { libc::malloc_trim(0) };
-    match release_own_file_pages() {
-        Ok(kib) => tracing::debug!(kib, "released the executable's start-up pages"),
-        Err(e) => tracing::debug!(error = %e, "cannot release the start-up pages of the executable"),
+    match release_file_pages() {
+        Ok(kib) => tracing::debug!(kib, "released the start-up pages of code"),
+        Err(e) => tracing::debug!(error = %e, "cannot release the start-up pages of code"),
     }
 }
 
@@ -35,18 +36,17 @@ struct Mapping<'a> {
     anonymous_kib: u64,
 }
 
-/// Unmaps the pages of the executable's read-only mappings (code, constants) that hold
-/// nothing but the file's bytes. Writable mappings and read-only ones holding copied pages
-/// (relocated data made read-only after start) are never touched. Returns how much was mapped.
-fn release_own_file_pages() -> io::Result<u64> {
-    let exe = std::fs::read_link("/proc/self/exe")?;
-    let exe = exe.to_string_lossy();
+/// Unmaps the pages of the read-only file mappings (code and constants of the executable
+/// and its shared libraries) that hold nothing but the files' bytes. Writable mappings and
+/// read-only ones holding copied pages (relocated data made read-only after start) are never
+/// touched. Returns how much was mapped.
+fn release_file_pages() -> io::Result<u64> {
     let smaps = std::fs::read_to_string("/proc/self/smaps")?;
     let mut released_kib = 0;
-    for mapping in mappings(&smaps).filter(|m| releasable(m, &exe)) {
-        // SAFETY: the range is a private, read-only mapping of the executable with no
-        // anonymous (copied) pages: dropping its page-table entries loses nothing, the next
-        // access maps the same file bytes back in.
+    for mapping in mappings(&smaps).filter(releasable) {
+        // SAFETY: the range is a private, read-only mapping of a file with no anonymous
+        // (copied) pages: dropping its page-table entries loses nothing, the next access maps
+        // the same file bytes back in.
         let released = unsafe {
             libc::madvise(mapping.start as *mut libc::c_void, mapping.end - mapping.start, libc::MADV_DONTNEED)
         };
@@ -58,8 +58,9 @@ fn release_own_file_pages() -> io::Result<u64> {
     Ok(released_kib)
 }
 
-fn releasable(mapping: &Mapping<'_>, exe: &str) -> bool {
-    mapping.path == exe && matches!(mapping.perms, "r-xp" | "r--p") && mapping.anonymous_kib == 0
+fn releasable(mapping: &Mapping<'_>) -> bool {
+    let regular_file = mapping.path.starts_with('/') && !mapping.path.starts_with("/dev/");
+    regular_file && matches!(mapping.perms, "r-xp" | "r--p") && mapping.anonymous_kib == 0
 }
 
 /// The mappings of an smaps text; a header line starts each (`start-end perms offset dev inode
@@ -118,35 +119,35 @@ Anonymous:            12 kB
 Anonymous:           132 kB
 7f0000100000-7f0000200000 r-xp 00000000 fd:01 99                         /usr/lib/x86_64-linux-gnu/libc.so.6
 Anonymous:             0 kB
+7f0000300000-7f0000301000 r--p 00000000 00:06 5                          /dev/dri/card0
+Anonymous:             0 kB
 ";
 
     #[test]
-    fn only_the_clean_read_only_mappings_of_the_executable_are_released() {
-        let released: Vec<_> =
-            mappings(SMAPS).filter(|m| releasable(m, "/usr/bin/axle (deleted)")).map(|m| (m.start, m.perms)).collect();
-        assert_eq!(released, vec![(0x5581a0000000, "r--p"), (0x5581a0100000, "r-xp")]);
+    fn only_the_clean_read_only_file_mappings_are_released() {
+        let released: Vec<_> = mappings(SMAPS).filter(releasable).map(|m| (m.start, m.perms)).collect();
+        assert_eq!(released, vec![(0x5581a0000000, "r--p"), (0x5581a0100000, "r-xp"), (0x7f0000100000, "r-xp")]);
     }
 
     #[test]
     fn every_mapping_is_read_with_its_anonymous_size() {
         let all: Vec<_> = mappings(SMAPS).map(|m| (m.perms, m.path, m.resident_kib, m.anonymous_kib)).collect();
-        assert_eq!(all.len(), 6);
+        assert_eq!(all.len(), 7);
         assert_eq!(all[1], ("r-xp", "/usr/bin/axle (deleted)", 4800, 0));
         assert_eq!(all[2], ("r--p", "/usr/bin/axle (deleted)", 0, 256));
         assert_eq!(all[4], ("rw-p", "", 0, 132));
     }
 
-    /// KiB of this process's executable mapped in its releasable mappings now.
+    /// KiB mapped in this process's releasable mappings now.
     fn releasable_resident_kib() -> u64 {
-        let exe = std::fs::read_link("/proc/self/exe").expect("/proc/self/exe");
         let smaps = std::fs::read_to_string("/proc/self/smaps").expect("/proc/self/smaps");
-        mappings(&smaps).filter(|m| releasable(m, &exe.to_string_lossy())).map(|m| m.resident_kib).sum()
+        mappings(&smaps).filter(releasable).map(|m| m.resident_kib).sum()
     }
 
     #[test]
-    fn releasing_unmaps_the_executable_pages_and_the_process_runs_on() {
+    fn releasing_unmaps_the_code_pages_and_the_process_runs_on() {
         let before = releasable_resident_kib();
-        let released = release_own_file_pages().expect("released");
+        let released = release_file_pages().expect("released");
         let after = releasable_resident_kib();
         assert!(released >= before && before > 0, "released {released} KiB of {before} KiB mapped");
         // What runs again maps back in: this test, the smaps reader, the harness.
