@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Writes a linker symbol-ordering file from two callgrind dumps of `axle server`.
 
-Usage: order.py STARTUP_DUMP SERVING_DUMP SYMBOLS > text-order.txt
+Usage: order.py STARTUP_DUMP IDLE_DUMP SERVING_DUMP SYMBOLS > text-order.txt
 
-SYMBOLS is `nm --defined-only` of the profiled binary. The functions the server runs while
-serving come first, then every CPU-specific variant of a routine (see CPU_VARIANT), then those
-only its start runs; functions never run keep the linker's default place after all. Names stay
-mangled: they are the symbol names the linker matches.
+SYMBOLS is `nm --defined-only` of the profiled binary. Hottest first: the functions the server
+runs alone (its controllers' periodic passes), then those it runs only while serving clients,
+then every CPU-specific variant of a routine (see CPU_VARIANT), then those only its start runs;
+functions never run keep the linker's default place after all. Names stay mangled: they are
+the symbol names the linker matches.
 """
 import re
 import sys
@@ -46,18 +47,26 @@ def code_symbols(nm_path):
 
 
 def main():
-    startup_dump, serving_dump, nm_path = sys.argv[1:4]
-    serving = functions(serving_dump)
-    listed = set(serving)
-    variants = [f for f in code_symbols(nm_path) if CPU_VARIANT.search(f) and f not in listed]
-    listed.update(variants)
-    startup_only = [f for f in functions(startup_dump) if f not in listed]
-    for name in serving + variants + startup_only:
-        # Only Rust and C symbols the linker knows; callgrind's "0x…" placeholders are not.
-        if not name.startswith("0x"):
-            print(name)
+    startup_dump, idle_dump, serving_dump, nm_path = sys.argv[1:5]
+    # Only the binary's own functions: callgrind also names libc's and its "0x…" placeholders.
+    own = code_symbols(nm_path)
+    listed = set()
+
+    def tier(names):
+        fresh = [f for f in names if f in own_set and f not in listed]
+        listed.update(fresh)
+        return fresh
+
+    own_set = set(own)
+    idle = tier(functions(idle_dump))
+    serving = tier(functions(serving_dump))
+    variants = tier(f for f in own if CPU_VARIANT.search(f))
+    startup_only = tier(functions(startup_dump))
+    for name in idle + serving + variants + startup_only:
+        print(name)
     print(
-        f"{len(serving)} serving functions, {len(variants)} CPU variants, {len(startup_only)} startup-only",
+        f"{len(idle)} idle, {len(serving)} more serving, {len(variants)} CPU variants, "
+        f"{len(startup_only)} startup-only functions",
         file=sys.stderr,
     )
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates crates/axle/text-order.txt, the order in which the linker lays out Axle's code
 # (see README.md here): runs a release `axle server` under callgrind, records the functions its
-# start runs and those it runs while serving an agent, kubectl and its own controllers.
+# start runs, those it runs alone (its controllers' periodic passes) and those it runs while
+# serving an agent and kubectl.
 # Needs valgrind and kubectl. Takes a few minutes.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -24,6 +25,8 @@ done
 "${kube[@]}" get --raw /readyz >/dev/null
 sleep 20 # the controllers' first passes belong to the start
 callgrind_control --dump=startup "$server" >/dev/null
+sleep 45 # alone: the controllers' periodic passes, watch bookmarks
+callgrind_control --dump=idle "$server" >/dev/null
 
 "$axle" agent --server "https://127.0.0.1:$port" --ca-file "$work/server/pki/ca.crt" \
   --token-file "$work/server/node-token" --node-name hpc-1 --data-dir "$work/agent" >"$work/agent.log" 2>&1 &
@@ -44,5 +47,5 @@ callgrind_control --dump=serving "$server" >/dev/null
 sleep 2
 
 nm --defined-only "$axle" >"$work/symbols"
-python3 "$root/tools/text-order/order.py" "$work/callgrind.$server.1" "$work/callgrind.$server.2" "$work/symbols" \
+python3 "$root/tools/text-order/order.py" "$work/callgrind.$server."{1,2,3} "$work/symbols" \
   >"$root/crates/axle/text-order.txt"

@@ -13,6 +13,11 @@
 
 use std::io;
 
+/// How long after the API answers the start-up work goes on (the controllers' first passes
+/// over what is stored, the content store's garbage collection): a car's server finishes it in
+/// well under a second.
+pub const START_SETTLES: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Returns freed heap to the system and unmaps the start-up pages of code; best effort.
 pub fn release_startup_memory() {
     // SAFETY: malloc_trim only returns free heap pages to the kernel.

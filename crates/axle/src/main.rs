@@ -824,8 +824,13 @@ fn run_server(args: ServerArgs, started: Instant, log_sink: Option<telemetry::ex
         ));
         let updates_client = client::Client::new(client::Config::from_kubeconfig(&server.kubeconfig)?);
         tokio::spawn(controllers::updates::run(updates_client, updates, reconcile_metrics, controllers_shutdown));
-        // An idle control plane holds only what serving needs.
+        // An idle control plane holds only what serving needs: released now, and again once
+        // the controllers' first passes (which start now) are over.
         footprint::release_startup_memory();
+        tokio::spawn(async {
+            tokio::time::sleep(footprint::START_SETTLES).await;
+            footprint::release_startup_memory();
+        });
         tracing::info!(
             address = %format!("{}://{}", if args.insecure_http { "http" } else { "https" }, server.local_addr),
             kubeconfig = %server.kubeconfig.display(),
