@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
-"""Writes a linker symbol-ordering file from two callgrind dumps of `axle server`.
+"""Writes a linker symbol-ordering file from callgrind dumps of `axle server` and `axle agent`.
 
-Usage: order.py STARTUP_DUMP IDLE_DUMP SERVING_DUMP SYMBOLS > text-order.txt
+Usage: order.py --symbols NM --idle DUMP... --serving DUMP... --startup DUMP... > text-order.txt
 
-SYMBOLS is `nm --defined-only` of the profiled binary. Hottest first: the functions the server
-runs alone (its controllers' periodic passes), then those it runs only while serving clients,
-then every CPU-specific variant of a routine (see CPU_VARIANT), then those only its start runs;
-functions never run keep the linker's default place after all. Names stay mangled: they are
-the symbol names the linker matches.
+NM is `nm --defined-only` of the profiled binary. Hottest first: the functions the processes
+run alone (the server's controllers' periodic passes, an agent's heartbeats), then those they
+run only while serving, then every CPU-specific variant of a routine (see CPU_VARIANT), then
+those only their start runs; functions never run keep the linker's default place after all.
+Names stay mangled: they are the symbol names the linker matches.
 """
+import argparse
 import re
 import sys
 
@@ -47,9 +48,14 @@ def code_symbols(nm_path):
 
 
 def main():
-    startup_dump, idle_dump, serving_dump, nm_path = sys.argv[1:5]
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--symbols", required=True)
+    for phase in ("idle", "serving", "startup"):
+        parser.add_argument(f"--{phase}", nargs="+", required=True)
+    args = parser.parse_args()
     # Only the binary's own functions: callgrind also names libc's and its "0x…" placeholders.
-    own = code_symbols(nm_path)
+    own = code_symbols(args.symbols)
+    own_set = set(own)
     listed = set()
 
     def tier(names):
@@ -57,11 +63,10 @@ def main():
         listed.update(fresh)
         return fresh
 
-    own_set = set(own)
-    idle = tier(functions(idle_dump))
-    serving = tier(functions(serving_dump))
+    idle = [f for dump in args.idle for f in tier(functions(dump))]
+    serving = [f for dump in args.serving for f in tier(functions(dump))]
     variants = tier(f for f in own if CPU_VARIANT.search(f))
-    startup_only = tier(functions(startup_dump))
+    startup_only = [f for dump in args.startup for f in tier(functions(dump))]
     for name in idle + serving + variants + startup_only:
         print(name)
     print(

@@ -2,7 +2,7 @@
 # Regenerates crates/axle/text-order.txt, the order in which the linker lays out Axle's code
 # (see README.md here): runs a release `axle server` under callgrind, records the functions its
 # start runs, those it runs alone (its controllers' periodic passes) and those it runs while
-# serving an agent and kubectl.
+# serving an agent and kubectl; the same for that agent.
 # Needs valgrind and kubectl. Takes a few minutes.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -28,13 +28,19 @@ callgrind_control --dump=startup "$server" >/dev/null
 sleep 45 # alone: the controllers' periodic passes, watch bookmarks
 callgrind_control --dump=idle "$server" >/dev/null
 
-"$axle" agent --server "https://127.0.0.1:$port" --ca-file "$work/server/pki/ca.crt" \
+valgrind --tool=callgrind --demangle=no --dump-instr=no --callgrind-out-file="$work/callgrind.%p" \
+  "$axle" agent --server "https://127.0.0.1:$port" --ca-file "$work/server/pki/ca.crt" \
   --token-file "$work/server/node-token" --node-name hpc-1 --data-dir "$work/agent" >"$work/agent.log" 2>&1 &
+agent=$!
 for _ in $(seq 600); do
   "${kube[@]}" get node hpc-1 >/dev/null 2>&1 && break
   sleep 0.5
 done
 "${kube[@]}" wait --for=condition=Ready node/hpc-1 --timeout=300s >/dev/null
+sleep 20 # the agent's first sync belongs to its start
+callgrind_control --dump=startup "$agent" >/dev/null
+sleep 45 # registered, no pods: heartbeats and lease renewals
+callgrind_control --dump=idle "$agent" >/dev/null
 "${kube[@]}" apply -f "$root/examples/" >/dev/null
 "${kube[@]}" get pods -A -w --request-timeout=90s >/dev/null 2>&1 &
 for _ in $(seq 6); do
@@ -44,8 +50,12 @@ for _ in $(seq 6); do
   sleep 10
 done
 callgrind_control --dump=serving "$server" >/dev/null
+callgrind_control --dump=serving "$agent" >/dev/null
 sleep 2
 
 nm --defined-only "$axle" >"$work/symbols"
-python3 "$root/tools/text-order/order.py" "$work/callgrind.$server."{1,2,3} "$work/symbols" \
-  >"$root/crates/axle/text-order.txt"
+dumps() { echo "$work/callgrind.$server.$1" "$work/callgrind.$agent.$1"; }
+# Dumps are numbered in order: 1 startup, 2 idle, 3 serving, for each process.
+# shellcheck disable=SC2046
+python3 "$root/tools/text-order/order.py" --symbols "$work/symbols" \
+  --idle $(dumps 2) --serving $(dumps 3) --startup $(dumps 1) >"$root/crates/axle/text-order.txt"

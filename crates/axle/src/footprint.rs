@@ -13,13 +13,23 @@
 
 use std::io;
 
-/// How long after the API answers the start-up work goes on (the controllers' first passes
-/// over what is stored, the content store's garbage collection): a car's server finishes it in
-/// well under a second.
-pub const START_SETTLES: std::time::Duration = std::time::Duration::from_secs(3);
+/// How long the start-up work goes on after a process is ready (the controllers' first passes
+/// over what is stored, the content store's garbage collection, an agent's registration): a
+/// car's computer finishes it in well under a second.
+const START_SETTLES: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Releases start-up memory now, and again once the start-up work still under way is over
+/// (needs a tokio runtime).
+pub fn release_startup_memory_now_and_once_settled() {
+    release_startup_memory();
+    tokio::spawn(async {
+        tokio::time::sleep(START_SETTLES).await;
+        release_startup_memory();
+    });
+}
 
 /// Returns freed heap to the system and unmaps the start-up pages of code; best effort.
-pub fn release_startup_memory() {
+fn release_startup_memory() {
     // SAFETY: malloc_trim only returns free heap pages to the kernel.
     unsafe { libc::malloc_trim(0) };
     match release_file_pages() {

@@ -622,6 +622,8 @@ async fn run_agent(args: AgentArgs, log_sink: Option<telemetry::export::LogSink>
     )?;
     let run = agent.run(shutdown);
     tokio::pin!(run);
+    // An idle agent holds only what its work needs, once registered.
+    footprint::release_startup_memory_now_and_once_settled();
     tokio::select! {
         result = &mut run => result?,
         signal = wait_for_signal() => {
@@ -824,13 +826,8 @@ fn run_server(args: ServerArgs, started: Instant, log_sink: Option<telemetry::ex
         ));
         let updates_client = client::Client::new(client::Config::from_kubeconfig(&server.kubeconfig)?);
         tokio::spawn(controllers::updates::run(updates_client, updates, reconcile_metrics, controllers_shutdown));
-        // An idle control plane holds only what serving needs: released now, and again once
-        // the controllers' first passes (which start now) are over.
-        footprint::release_startup_memory();
-        tokio::spawn(async {
-            tokio::time::sleep(footprint::START_SETTLES).await;
-            footprint::release_startup_memory();
-        });
+        // An idle control plane holds only what serving needs.
+        footprint::release_startup_memory_now_and_once_settled();
         tracing::info!(
             address = %format!("{}://{}", if args.insecure_http { "http" } else { "https" }, server.local_addr),
             kubeconfig = %server.kubeconfig.display(),
