@@ -1,6 +1,7 @@
-//! Release builds for x86_64 Linux lay out Axle's code in the order of `text-order.txt`: the
-//! code the server runs while serving first and together, then the code only its start runs
-//! (see `tools/text-order/README.md`). That keeps an idle server's mapped code small.
+//! Release builds for x86_64 Linux lay out Axle's code in the order of `text-order.txt`,
+//! hottest first: what a server and an agent run when left alone, then what serving adds, then
+//! the code only their start runs (see `tools/text-order/README.md`). That keeps the mapped
+//! code of an idle server or agent small.
 //!
 //! The order is a hint to LLD, the default linker of `x86_64-unknown-linux-gnu`: symbols it
 //! names that no longer exist are skipped, new code goes after the listed code. A build that

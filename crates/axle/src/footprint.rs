@@ -87,10 +87,10 @@ fn mappings(smaps: &str) -> impl Iterator<Item = Mapping<'_>> {
         let Some(mut mapping) = mapping_header(header) else { continue };
         while let Some(field) = lines.peek().filter(|l| mapping_header(l).is_none()) {
             if let Some(kib) = field.strip_prefix("Rss:") {
-                mapping.resident_kib = kib_value(kib);
+                mapping.resident_kib = kib_value(kib).unwrap_or(0);
             } else if let Some(kib) = field.strip_prefix("Anonymous:") {
                 // Unreadable counts as copied pages: such a mapping is left alone.
-                mapping.anonymous_kib = kib_value(kib);
+                mapping.anonymous_kib = kib_value(kib).unwrap_or(u64::MAX);
             }
             lines.next();
         }
@@ -98,8 +98,8 @@ fn mappings(smaps: &str) -> impl Iterator<Item = Mapping<'_>> {
     })
 }
 
-fn kib_value(field: &str) -> u64 {
-    field.trim().trim_end_matches("kB").trim().parse().unwrap_or(u64::MAX)
+fn kib_value(field: &str) -> Option<u64> {
+    field.trim().trim_end_matches("kB").trim().parse().ok()
 }
 
 fn mapping_header(line: &str) -> Option<Mapping<'_>> {
@@ -136,6 +136,9 @@ Anonymous:           132 kB
 Anonymous:             0 kB
 7f0000300000-7f0000301000 r--p 00000000 00:06 5                          /dev/dri/card0
 Anonymous:             0 kB
+7f0000400000-7f0000401000 r--p 00000000 fd:01 77                         /usr/lib/x86_64-linux-gnu/libm.so.6
+Rss:                   ? kB
+Anonymous:             ? kB
 ";
 
     #[test]
@@ -147,7 +150,8 @@ Anonymous:             0 kB
     #[test]
     fn every_mapping_is_read_with_its_anonymous_size() {
         let all: Vec<_> = mappings(SMAPS).map(|m| (m.perms, m.path, m.resident_kib, m.anonymous_kib)).collect();
-        assert_eq!(all.len(), 7);
+        assert_eq!(all.len(), 8);
+        assert_eq!(all[7], ("r--p", "/usr/lib/x86_64-linux-gnu/libm.so.6", 0, u64::MAX), "unreadable: left alone");
         assert_eq!(all[1], ("r-xp", "/usr/bin/axle (deleted)", 4800, 0));
         assert_eq!(all[2], ("r--p", "/usr/bin/axle (deleted)", 0, 256));
         assert_eq!(all[4], ("rw-p", "", 0, 132));
