@@ -171,6 +171,5 @@ Anonymous:             ? kB
         assert!(released >= before && before > 0, "released {released} KiB of {before} KiB mapped");
         // What runs again maps back in: this test, the smaps reader, the harness.
         assert!(after < before, "{after} KiB mapped again of {before} KiB");
-        assert_eq!(format!("{}", 6 * 7), "42");
     }
 }

@@ -95,13 +95,7 @@ mod tests {
                 .expect("put");
         }
         drop(store);
-        let source = loop {
-            // The writer thread lets go of the file a moment after the handle drops.
-            match redb::Database::create(scratch) {
-                Ok(db) => break db,
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
-            }
-        };
+        let source = crate::tests::when_released(|| Ok(redb::Database::create(scratch)?)).await;
         let read = source.begin_read().expect("read");
         let legacy_db = redb2::Database::create(legacy).expect("redb 2 file");
         let write = legacy_db.begin_write().expect("write");
@@ -144,16 +138,7 @@ mod tests {
         drop(store);
 
         // Started again: the store already holds the legacy file's state.
-        let migrated = loop {
-            // The writer thread lets go of the store a moment after the handle drops.
-            match migrate_legacy(&legacy, &target) {
-                Err(StoreError::Database(e)) if e.contains("already open") => {
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await
-                }
-                other => break other.expect("checks"),
-            }
-        };
-        assert!(!migrated);
+        assert!(!crate::tests::when_released(|| migrate_legacy(&legacy, &target)).await);
         let store = crate::tests::reopen(&target, Options::default()).await;
         assert_eq!(names(&store), ["diag", "media", "nav"]);
     }

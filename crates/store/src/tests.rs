@@ -97,15 +97,22 @@ async fn delete_emits_event_with_deletion_version() {
     assert!(store.get("core/pods/default/a").expect("reads").is_none());
 }
 
-/// Opens the store again once the writer thread of the previous handle has ended (it does
-/// when its channel closes, a moment after the handle drops).
-pub(crate) async fn reopen(path: &std::path::Path, options: Options) -> Store {
+/// Runs `attempt` until the store file is free: the writer thread of a dropped handle lets go
+/// of it when its channel closes, a moment after the handle drops.
+pub(crate) async fn when_released<T>(mut attempt: impl FnMut() -> Result<T, StoreError>) -> T {
     loop {
-        match Store::open(path, options.clone()) {
-            Ok(store) => break store,
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+        match attempt() {
+            Err(StoreError::Database(e)) if e.contains("already open") => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await
+            }
+            other => return other.expect("the store file opens"),
         }
     }
+}
+
+/// Opens the store again once the writer thread of the previous handle has ended.
+pub(crate) async fn reopen(path: &std::path::Path, options: Options) -> Store {
+    when_released(|| Store::open(path, options.clone())).await
 }
 
 #[tokio::test]
