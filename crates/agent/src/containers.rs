@@ -23,6 +23,8 @@ pub struct PodContext {
     pub client: Arc<Client>,
     pub pod: Value,
     pub data_dir: PathBuf,
+    /// Where container logs go (`LogStorage`): the data directory, or one in memory.
+    pub log_dir: PathBuf,
 }
 
 impl PodContext {
@@ -39,7 +41,16 @@ impl PodContext {
     }
 
     pub fn pod_dir(&self) -> PathBuf {
-        self.data_dir.join("pods").join(format!("{}_{}_{}", self.namespace(), self.name(), self.uid()))
+        self.data_dir.join("pods").join(self.pod_dir_name())
+    }
+
+    /// The pod's container logs: `LOG_DIR/pods/<pod>/<container>/<start>.log`.
+    pub fn pod_log_dir(&self) -> PathBuf {
+        self.log_dir.join("pods").join(self.pod_dir_name())
+    }
+
+    fn pod_dir_name(&self) -> String {
+        format!("{}_{}_{}", self.namespace(), self.name(), self.uid())
     }
 
     /// A ConfigMap or Secret of the pod's namespace; None if it does not exist. The last copy
@@ -291,7 +302,7 @@ impl PodContext {
                 (_, None) => return Err(fail("no image".into())),
             };
             specs.push(ContainerSpec {
-                log_path: self.pod_dir().join(&name).join("0.log"),
+                log_path: self.pod_log_dir().join(&name).join("0.log"),
                 name,
                 argv,
                 env,

@@ -26,7 +26,7 @@ const ALLOWED_GROUP: &str = "system:masters";
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
-    data_dir: PathBuf,
+    log_dir: PathBuf,
     stats: Arc<Stats>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -35,13 +35,13 @@ pub async fn serve(
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
-                let data_dir = data_dir.clone();
+                let log_dir = log_dir.clone();
                 let stats = stats.clone();
                 let shutdown = shutdown.clone();
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     let result = match acceptor {
-                        None => handle(stream, data_dir, &stats, shutdown).await,
+                        None => handle(stream, log_dir, &stats, shutdown).await,
                         Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                             Ok(Ok(mut stream)) => {
                                 let allowed = stream
@@ -52,7 +52,7 @@ pub async fn serve(
                                     .and_then(|cert| pki::certificate_subject(cert).ok())
                                     .is_some_and(|subject| subject.organizations.iter().any(|g| g == ALLOWED_GROUP));
                                 if allowed {
-                                    handle(stream, data_dir, &stats, shutdown).await
+                                    handle(stream, log_dir, &stats, shutdown).await
                                 } else {
                                     let refused = "this endpoint serves the API server only\n";
                                     let _ = reply(&mut stream, "403 Forbidden", "text/plain", refused).await;
@@ -75,7 +75,7 @@ pub async fn serve(
 
 async fn handle(
     mut stream: impl AsyncRead + AsyncWrite + Unpin,
-    data_dir: PathBuf,
+    log_dir: PathBuf,
     stats: &Stats,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
@@ -99,7 +99,7 @@ async fn handle(
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let answered = match parts.as_slice() {
         ["containerLogs", namespace, pod, container] => {
-            crate::logs::container_logs(&mut stream, &data_dir, [namespace, pod, container], &query, shutdown).await
+            crate::logs::container_logs(&mut stream, &log_dir, [namespace, pod, container], &query, shutdown).await
         }
         ["metrics"] => {
             let (content_type, body) = stats.metrics(accept);

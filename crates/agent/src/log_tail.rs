@@ -16,13 +16,15 @@ use std::time::Duration;
 use telemetry::export::LogSink;
 use telemetry::otlp::{Log, Severity};
 
-pub async fn run(data_dir: PathBuf, sink: LogSink, period: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let state_file = data_dir.join("telemetry").join("tail.json");
+/// Tails the container logs under `log_dir`; how far it got is kept beside them (in memory
+/// when the logs are), so a restarted agent sends no line twice.
+pub async fn run(log_dir: PathBuf, sink: LogSink, period: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let state_file = log_dir.join("telemetry").join("tail.json");
     let mut offsets: BTreeMap<PathBuf, u64> =
         std::fs::read(&state_file).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default();
     loop {
         let before = offsets.clone();
-        let pods = data_dir.join("pods");
+        let pods = log_dir.join("pods");
         let paths = tokio::task::spawn_blocking(move || current_logs(&pods)).await.unwrap_or_default();
         offsets.retain(|path, _| paths.contains(path));
         for path in paths {

@@ -15,13 +15,13 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// Answers one log request.
 pub async fn container_logs(
     stream: &mut (impl AsyncWrite + Unpin),
-    data_dir: &Path,
+    log_dir: &Path,
     [namespace, pod, container]: [&str; 3],
     query: &HashMap<&str, &str>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let flag = |k: &str| matches!(query.get(k), Some(&("true" | "1" | "True")));
-    let Some(files) = log_files(data_dir, namespace, pod, container, flag("previous")) else {
+    let Some(files) = log_files(log_dir, namespace, pod, container, flag("previous")) else {
         let what = if flag("previous") { "previous terminated container" } else { "container" };
         return reply(
             stream,
@@ -90,12 +90,83 @@ fn render(line: &str, timestamps: bool, since: Option<&str>) -> Option<String> {
     Some(if timestamps { format!("{ts} {text}\n") } else { format!("{text}\n") })
 }
 
+/// Where a node keeps its containers' logs. A node setting (`axle agent --log-storage`):
+///
+/// - `memory` (the default): in a directory on a RAM file system (`/dev/shm`), bounded per
+///   container like on disk. Nothing reaches flash however chatty a workload is; the logs are
+///   gone after a reboot (not after an agent restart). Logs that must outlive the car's power
+///   go out through OpenTelemetry, whose buffer writes only while offline.
+/// - `disk`: under the data directory; they survive a reboot, and every line costs flash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStorage {
+    Memory,
+    Disk,
+}
+
+impl std::str::FromStr for LogStorage {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<LogStorage, String> {
+        match s {
+            "memory" => Ok(LogStorage::Memory),
+            "disk" => Ok(LogStorage::Disk),
+            other => Err(format!("log storage {other:?} is neither memory nor disk")),
+        }
+    }
+}
+
+/// The RAM file system memory logs go to.
+const MEMORY_ROOT: &str = "/dev/shm";
+
+impl LogStorage {
+    /// The directory the logs of the node whose data directory is `data_dir` go to; for
+    /// memory, one per data directory (several agents can share a machine), checked to be on
+    /// a RAM file system.
+    pub fn dir(self, data_dir: &Path) -> Result<PathBuf, String> {
+        match self {
+            LogStorage::Disk => Ok(data_dir.to_path_buf()),
+            LogStorage::Memory => {
+                let fstype = filesystem_type(Path::new(MEMORY_ROOT))
+                    .ok_or_else(|| format!("{MEMORY_ROOT} is not mounted; use --log-storage disk"))?;
+                if fstype != "tmpfs" && fstype != "ramfs" {
+                    return Err(format!("{MEMORY_ROOT} is not in memory (it is {fstype}); use --log-storage disk"));
+                }
+                Ok(memory_dir(data_dir))
+            }
+        }
+    }
+}
+
+/// The memory log directory of the node whose data directory is `data_dir`.
+pub fn memory_dir(data_dir: &Path) -> PathBuf {
+    let absolute = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    // FNV-1a: stable across builds, so a new Axle finds the logs an older one wrote.
+    let hash = absolute.as_os_str().as_encoded_bytes().iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    Path::new(MEMORY_ROOT).join(format!("axle-logs-{hash:016x}"))
+}
+
+/// The type of the file system `path` is on, from the longest mount point above it.
+fn filesystem_type(path: &Path) -> Option<String> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_, mount_point, fstype) = (fields.next()?, fields.next()?, fields.next()?);
+            path.starts_with(mount_point).then(|| (mount_point.len(), fstype.to_string()))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, fstype)| fstype)
+}
+
 /// The log files of a container, oldest first: the latest start's (or with `previous`, the
 /// last one that ended, as in `lastState`), its rotated part first. A start that ended has an
 /// `<n>.exited` marker: while a container waits in back-off, its latest start is the previous.
-pub fn log_files(data_dir: &Path, namespace: &str, pod: &str, container: &str, previous: bool) -> Option<Vec<PathBuf>> {
+pub fn log_files(log_dir: &Path, namespace: &str, pod: &str, container: &str, previous: bool) -> Option<Vec<PathBuf>> {
     let prefix = format!("{namespace}_{pod}_");
-    let pod_dir = std::fs::read_dir(data_dir.join("pods"))
+    let pod_dir = std::fs::read_dir(log_dir.join("pods"))
         .ok()?
         .filter_map(Result::ok)
         .find(|e| e.file_name().to_string_lossy().starts_with(&prefix))?
@@ -121,6 +192,16 @@ pub fn log_files(data_dir: &Path, namespace: &str, pod: &str, container: &str, p
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_logs_go_to_a_ram_file_system_one_directory_per_data_directory() {
+        let a = LogStorage::Memory.dir(Path::new("/var/lib/axle/hpc-1")).expect("/dev/shm is a tmpfs here");
+        let b = LogStorage::Memory.dir(Path::new("/var/lib/axle/hpc-2")).expect("tmpfs");
+        assert!(a.starts_with("/dev/shm") && a != b);
+        assert_eq!(a, memory_dir(Path::new("/var/lib/axle/hpc-1")), "stable");
+        assert_eq!(LogStorage::Disk.dir(Path::new("/data")).expect("disk"), Path::new("/data"));
+        assert!("flash".parse::<LogStorage>().is_err());
+    }
 
     #[test]
     fn render_strips_the_cri_prefix_and_filters_by_time() {

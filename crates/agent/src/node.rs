@@ -15,6 +15,8 @@ pub struct Config {
     pub node_name: String,
     pub labels: BTreeMap<String, String>,
     pub data_dir: std::path::PathBuf,
+    /// Where container logs are kept (see [`crate::LogStorage`]).
+    pub log_dir: std::path::PathBuf,
     /// How often the Lease is renewed.
     pub heartbeat: Duration,
     /// OpenTelemetry export of the agent's logs and metrics and its containers' logs.
@@ -70,7 +72,7 @@ impl Agent {
         let pods = crate::pods::PodLoop::new(
             self.client.clone(),
             self.config.node_name.clone(),
-            self.config.data_dir.clone(),
+            (self.config.data_dir.clone(), self.config.log_dir.clone()),
             node_ip,
             images.clone(),
             stats.clone(),
@@ -78,7 +80,7 @@ impl Agent {
         let endpoint = crate::endpoint::serve(
             listener,
             self.config.endpoint_tls.clone(),
-            self.config.data_dir.clone(),
+            self.config.log_dir.clone(),
             stats.clone(),
             shutdown.clone(),
         );
@@ -114,7 +116,7 @@ impl Agent {
         let exporter =
             telemetry::export::run(config.export.clone(), config.sink.clone(), metrics, source, shutdown.clone());
         let tail =
-            crate::log_tail::run(self.config.data_dir.clone(), config.sink.clone(), config.export.interval, shutdown);
+            crate::log_tail::run(self.config.log_dir.clone(), config.sink.clone(), config.export.interval, shutdown);
         tokio::join!(exporter, tail);
     }
 

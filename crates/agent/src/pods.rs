@@ -20,6 +20,7 @@ pub struct PodLoop {
     client: Arc<Client>,
     node: String,
     data_dir: PathBuf,
+    log_dir: PathBuf,
     node_ip: String,
     images: Arc<ImageCache>,
     stats: Arc<Stats>,
@@ -36,12 +37,23 @@ impl PodLoop {
     pub fn new(
         client: Arc<Client>,
         node: String,
-        data_dir: PathBuf,
+        dirs: (PathBuf, PathBuf),
         node_ip: String,
         images: Arc<ImageCache>,
         stats: Arc<Stats>,
     ) -> PodLoop {
-        PodLoop { client, node, data_dir, node_ip, images, stats, running: HashMap::new(), persisted: String::new() }
+        let (data_dir, log_dir) = dirs;
+        PodLoop {
+            client,
+            node,
+            data_dir,
+            log_dir,
+            node_ip,
+            images,
+            stats,
+            running: HashMap::new(),
+            persisted: String::new(),
+        }
     }
 
     fn state_file(&self) -> PathBuf {
@@ -122,7 +134,8 @@ impl PodLoop {
             desired.iter().map(|p| (api::meta::uid_of(p), &p["spec"], &p["metadata"]["deletionTimestamp"])).collect();
         let fingerprint = serde_json::to_string(&identity).unwrap_or_default();
         if fingerprint != self.persisted {
-            match save_state(&self.state_file(), &desired) {
+            let saved = telemetry::wear::measured("pod-state", 0, || save_state(&self.state_file(), &desired));
+            match saved {
                 Ok(()) => self.persisted = fingerprint,
                 Err(e) => tracing::warn!(error = %e, "cannot persist the desired pods; edge autonomy is degraded"),
             }
@@ -149,7 +162,7 @@ impl PodLoop {
                     let supervisor = Supervisor::new(
                         self.client.clone(),
                         (*pod).clone(),
-                        self.data_dir.clone(),
+                        (self.data_dir.clone(), self.log_dir.clone()),
                         self.node_ip.clone(),
                         self.images.clone(),
                         self.stats.clone(),

@@ -175,7 +175,7 @@ impl Stats {
             telemetry::exposition::set_counter(&self.node_cpu, node.cpu_nanoseconds as f64 / 1e9);
             self.node_memory.set(saturating_i64(node.memory_working_set_bytes));
         }
-        self.process.refresh();
+        self.process.refresh(&[]);
         telemetry::exposition::render(&self.registry, accept)
     }
 

@@ -25,6 +25,7 @@ pub struct Supervisor {
     client: Arc<Client>,
     pod: Value,
     data_dir: PathBuf,
+    log_dir: PathBuf,
     node_ip: String,
     images: Arc<ImageCache>,
     stats: PodStats,
@@ -96,17 +97,30 @@ impl Supervisor {
     pub fn new(
         client: Arc<Client>,
         pod: Value,
-        data_dir: PathBuf,
+        dirs: (PathBuf, PathBuf),
         node_ip: String,
         images: Arc<ImageCache>,
         stats: Arc<Stats>,
     ) -> Supervisor {
         let stats = PodStats::new(stats, &pod);
-        Supervisor { client, pod, data_dir, node_ip, images, stats, started_at: api::meta::now_rfc3339() }
+        let (data_dir, log_dir) = dirs;
+        Supervisor { client, pod, data_dir, log_dir, node_ip, images, stats, started_at: api::meta::now_rfc3339() }
     }
 
     fn context(&self) -> PodContext {
-        PodContext { client: self.client.clone(), pod: self.pod.clone(), data_dir: self.data_dir.clone() }
+        PodContext {
+            client: self.client.clone(),
+            pod: self.pod.clone(),
+            data_dir: self.data_dir.clone(),
+            log_dir: self.log_dir.clone(),
+        }
+    }
+
+    /// Removes what the pod left on the node: its directory and its logs.
+    fn remove_pod_files(&self) {
+        let context = self.context();
+        let _ = std::fs::remove_dir_all(context.pod_dir());
+        let _ = std::fs::remove_dir_all(context.pod_log_dir());
     }
 
     pub fn spawn(self) -> SupervisorHandle {
@@ -118,10 +132,6 @@ impl Supervisor {
             stats.forget();
         });
         SupervisorHandle { pod: pod_tx, stop: stop_tx, task }
-    }
-
-    fn pod_dir(&self) -> PathBuf {
-        self.context().pod_dir()
     }
 
     fn status_path(&self) -> String {
@@ -224,7 +234,7 @@ impl Supervisor {
                 while let Ok((i, s)) = events_rx.try_recv() {
                     statuses[i] = s;
                 }
-                let _ = std::fs::remove_dir_all(self.pod_dir());
+                self.remove_pod_files();
                 match self.client.delete(&format!("{}?gracePeriodSeconds=0", self.status_path())).await {
                     Ok(_) => tracing::info!(pod = %name, "pod stopped and removed"),
                     Err(e) if e.is_not_found() => {}
@@ -258,7 +268,7 @@ impl Supervisor {
                     for runner in runners {
                         let _ = runner.await;
                     }
-                    let _ = std::fs::remove_dir_all(self.pod_dir());
+                    self.remove_pod_files();
                     return;
                 }
                 // Retry a status write that failed (server unreachable).
@@ -271,7 +281,7 @@ impl Supervisor {
         for runner in runners {
             let _ = runner.await;
         }
-        let _ = std::fs::remove_dir_all(self.pod_dir());
+        self.remove_pod_files();
     }
 
     /// Records an Event about the pod, in the background: a slow or absent server must not

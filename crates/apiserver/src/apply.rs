@@ -214,7 +214,7 @@ async fn server_side_apply(
             if dry_run {
                 return Err(Abort::DryRun(Written::Created(obj)));
             }
-            return Ok(Written::Created(txn.put(&key, obj)?));
+            return Ok(Written::Created(crate::volatile::put(txn, &key, None, obj)?));
         };
         let mut entries = managed_entries(&old);
         let sub = subresource.as_deref();

@@ -27,6 +27,7 @@ mod resource_metrics;
 mod routes;
 mod schemas;
 mod uploads;
+mod volatile;
 mod watch;
 
 pub use certificates::SecurityConfig;
@@ -106,11 +107,14 @@ impl RunningServer {
         Box::new(move || state.metrics.render(&state, "text/plain").1)
     }
 
-    /// Stops accepting connections, ends open watches cleanly and waits for in-flight requests
-    /// (at most a few seconds).
+    /// Stops accepting connections, ends open watches cleanly, waits for in-flight requests
+    /// (at most a few seconds) and closes the store cleanly.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+        if let Err(e) = self.state.store.close().await {
+            tracing::warn!(error = %e, "cannot close the store cleanly; its log is replayed at the next start");
+        }
     }
 }
 
@@ -119,9 +123,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
     let store_path = config.data_dir.join(store::FILE_NAME);
+    // Older formats step by step; each leaves its source as it was, for an older Axle.
     let legacy_store = config.data_dir.join(store::LEGACY_FILE_NAME);
-    store::migrate_legacy(&legacy_store, &store_path)
+    let v3_store = config.data_dir.join(store::V3_FILE_NAME);
+    store::migrate_legacy(&legacy_store, &v3_store)
         .with_context(|| format!("cannot migrate the store {}", legacy_store.display()))?;
+    store::migrate_v3(&v3_store, &store_path)
+        .with_context(|| format!("cannot migrate the store {}", v3_store.display()))?;
     let mut options = config.store.clone();
     options.sealing =
         Some(store::Sealing { key: ensure_secrets_key(&config.data_dir)?, prefixes: vec![SECRETS_PREFIX.to_string()] });

@@ -65,6 +65,8 @@ pub async fn ensure_exist(state: &State, group: &str, plural: &str, objects: Vec
 
 /// How long an Event is kept after it last happened.
 pub const EVENT_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+/// Events are held in memory only (see `volatile`): beyond this many, the oldest go first.
+pub const MAX_EVENTS: usize = 1_000;
 /// How long a CertificateSigningRequest is kept once decided (signed or denied), and while
 /// pending, as Kubernetes' CSR cleaner does.
 const DECIDED_CSR_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
@@ -88,23 +90,42 @@ fn older_than(
         .collect()
 }
 
+/// The keys of the oldest Events beyond [`MAX_EVENTS`].
+fn events_over_the_cap(state: &State) -> Vec<String> {
+    let Ok(page) = state.store.list("core/events/", None, 0, &|_| true) else { return Vec::new() };
+    if page.items.len() <= MAX_EVENTS {
+        return Vec::new();
+    }
+    let mut events: Vec<(&str, String)> = page
+        .items
+        .iter()
+        .map(|e| {
+            let when = event_time(e).unwrap_or("");
+            (when, store::key("core/events", api::meta::namespace_of(e), api::meta::name_of(e)))
+        })
+        .collect();
+    // RFC 3339 times in UTC order as strings.
+    events.sort();
+    let excess = events.len() - MAX_EVENTS;
+    events.into_iter().take(excess).map(|(_, key)| key).collect()
+}
+
+/// When an Event last happened.
+fn event_time(event: &Value) -> Option<&str> {
+    ["lastTimestamp", "eventTime"]
+        .iter()
+        .find_map(|k| event[*k].as_str())
+        .or(event["metadata"]["creationTimestamp"].as_str())
+}
+
 /// Deletes expired Events and CertificateSigningRequests now and every few minutes until
-/// shutdown.
+/// shutdown, and the oldest Events whenever there are more than [`MAX_EVENTS`].
 pub async fn expire_old_objects(state: Arc<State>) {
     let mut shutdown = state.shutdown.clone();
     loop {
         // Read first: an idle server with nothing to expire writes nothing.
-        let mut expired = older_than(
-            &state,
-            "core/events",
-            |event| {
-                ["lastTimestamp", "eventTime"]
-                    .iter()
-                    .find_map(|k| event[*k].as_str())
-                    .or(event["metadata"]["creationTimestamp"].as_str())
-            },
-            |_| EVENT_TTL,
-        );
+        let mut expired = older_than(&state, "core/events", event_time, |_| EVENT_TTL);
+        expired.extend(events_over_the_cap(&state));
         expired.extend(older_than(
             &state,
             "certificates.k8s.io/certificatesigningrequests",

@@ -174,7 +174,8 @@ impl Metrics {
     /// The exposition, with the car's state read now. Returns (content type, body).
     pub fn render(&self, state: &State, accept: &str) -> (&'static str, String) {
         self.read_state(state);
-        self.process.refresh();
+        let store = state.store.write_stats();
+        self.process.refresh(&[("store-log", store.log_bytes), ("store-checkpoint", store.checkpoint_bytes)]);
         telemetry::exposition::render(&self.registry, accept)
     }
 

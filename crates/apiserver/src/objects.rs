@@ -422,7 +422,7 @@ pub async fn create_object(ctx: &Ctx, mut obj: Value, status: Option<Value>) -> 
         if dry_run {
             return Err(Abort::DryRun(Written::Created(obj)));
         }
-        Ok(Written::Created(txn.put(&key, obj)?))
+        Ok(Written::Created(crate::volatile::put(txn, &key, None, obj)?))
     })
     .await
 }
@@ -528,7 +528,7 @@ pub fn store_update(
     if dry_run {
         return Err(Abort::DryRun(Written::Updated(new)));
     }
-    Ok(Written::Updated(txn.put(key, new)?))
+    Ok(Written::Updated(crate::volatile::put(txn, key, Some(old), new)?))
 }
 
 /// A pod that is terminating gracefully stays until its agent confirms it stopped.

@@ -233,6 +233,10 @@ struct AgentArgs {
     /// Seconds between lease renewals.
     #[arg(long, default_value_t = 10)]
     heartbeat_seconds: u64,
+    /// Where container logs are kept: `memory` (a RAM file system, bounded per container; no
+    /// flash wear, gone after a reboot) or `disk` (the data directory; every line is written).
+    #[arg(long, default_value = "memory")]
+    log_storage: agent::LogStorage,
     #[command(flatten)]
     otlp: OtlpArgs,
 }
@@ -608,10 +612,12 @@ async fn run_agent(args: AgentArgs, log_sink: Option<telemetry::export::LogSink>
         (Some(export), Some(sink)) => Some(agent::Telemetry { export, sink }),
         _ => None,
     };
+    let log_dir = args.log_storage.dir(&args.data_dir).map_err(|e| anyhow::anyhow!("--log-storage: {e}"))?;
     let agent = agent::Agent::new(
         agent::Config {
             node_name: args.node_name,
             labels,
+            log_dir,
             data_dir: args.data_dir,
             heartbeat: std::time::Duration::from_secs(args.heartbeat_seconds.max(1)),
             telemetry,

@@ -2,6 +2,11 @@
 //! period is marked `Ready=Unknown` (reason `NodeStatusUnknown`) and the pods bound to it lose
 //! their `Ready` condition. Nothing is moved: placement in a car is static. When the agent
 //! comes back it reports the node Ready again itself.
+//!
+//! Lease renewals are kept in memory only (flash wear), so after a restart of the server a
+//! lease says when its node was last heard from before the previous run's last durable
+//! write. Every node is therefore counted as heard from when this controller started: it gets
+//! one grace period to renew, and is marked lost if it does not.
 
 use api::meta::{millis_since, name_of, now_rfc3339};
 use client::{Client, ClientError};
@@ -29,8 +34,9 @@ pub async fn run(
     metrics: crate::metrics::ReconcileMetrics,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    let started = std::time::Instant::now();
     loop {
-        if let Err(e) = metrics.measure("node-lifecycle", reconcile(&client, &options)).await {
+        if let Err(e) = metrics.measure("node-lifecycle", reconcile(&client, &options, started.elapsed())).await {
             tracing::warn!(error = %e, "node lifecycle pass failed; retrying");
         }
         tokio::select! {
@@ -44,8 +50,9 @@ fn ready_status(node: &Value) -> Option<&str> {
     node["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == "Ready")?["status"].as_str()
 }
 
-/// One pass: marks lost nodes. Writes nothing when every node is as it should be.
-pub async fn reconcile(client: &Client, options: &Options) -> Result<(), ClientError> {
+/// One pass: marks lost nodes. Writes nothing when every node is as it should be. `running`:
+/// how long the controller has run; no node is silent for longer than that.
+pub async fn reconcile(client: &Client, options: &Options, running: Duration) -> Result<(), ClientError> {
     let nodes = client.get("/api/v1/nodes").await?;
     let leases = client.get("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases").await?;
     for node in nodes["items"].as_array().into_iter().flatten() {
@@ -59,7 +66,7 @@ pub async fn reconcile(client: &Client, options: &Options) -> Result<(), ClientE
             .or(node["metadata"]["creationTimestamp"].as_str())
             .and_then(millis_since);
         let Some(silent_ms) = last_alive else { continue };
-        let silent = Duration::from_millis(silent_ms.max(0) as u64);
+        let silent = Duration::from_millis(silent_ms.max(0) as u64).min(running);
         if silent <= options.grace {
             continue;
         }

@@ -41,6 +41,8 @@ pub struct Event {
     pub kind: EventType,
     pub key: String,
     pub object: Arc<Value>,
+    /// Kept in memory only (see `Txn::put_volatile`).
+    pub volatile: bool,
 }
 
 impl Event {
@@ -67,19 +69,35 @@ pub(crate) fn decode_change(codec: &Codec, rv: u64, bytes: &[u8]) -> Result<Even
         .and_then(EventType::parse)
         .ok_or_else(|| StoreError::Database(format!("{key}: bad event type")))?;
     let object_key = value["key"].as_str().unwrap_or("").to_string();
-    Ok(Event { resource_version: rv, kind, key: object_key, object: Arc::new(value["object"].take()) })
+    Ok(Event { resource_version: rv, kind, key: object_key, object: Arc::new(value["object"].take()), volatile: false })
 }
 
 pub(crate) struct Hub {
-    ring: Mutex<VecDeque<Arc<Event>>>,
+    ring: Mutex<Ring>,
     capacity: usize,
     latest: tokio::sync::watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct Ring {
+    events: VecDeque<Arc<Event>>,
+    /// The newest volatile event that left the ring: the persisted log cannot stand in for
+    /// the ring at or before it.
+    evicted_volatile: u64,
+}
+
+/// The ring's events after a resourceVersion, and what the log must supply before them.
+pub(crate) struct RingTail {
+    pub(crate) events: Vec<Arc<Event>>,
+    /// The oldest resourceVersion the ring holds (None: empty).
+    pub(crate) first: Option<u64>,
+    pub(crate) evicted_volatile: u64,
 }
 
 impl Hub {
     pub(crate) fn new(current_rv: u64, capacity: usize) -> Hub {
         let (latest, _) = tokio::sync::watch::channel(current_rv);
-        Hub { ring: Mutex::new(VecDeque::new()), capacity: capacity.max(1), latest }
+        Hub { ring: Mutex::new(Ring::default()), capacity: capacity.max(1), latest }
     }
 
     pub(crate) fn latest(&self) -> u64 {
@@ -94,10 +112,12 @@ impl Hub {
     pub(crate) fn publish(&self, events: Vec<Arc<Event>>, new_rv: u64) {
         if let Ok(mut ring) = self.ring.lock() {
             for event in events {
-                if ring.len() == self.capacity {
-                    ring.pop_front();
+                if ring.events.len() == self.capacity {
+                    if let Some(evicted) = ring.events.pop_front().filter(|e| e.volatile) {
+                        ring.evicted_volatile = evicted.resource_version;
+                    }
                 }
-                ring.push_back(event);
+                ring.events.push_back(event);
             }
         }
         self.latest.send_replace(new_rv);
@@ -110,11 +130,23 @@ impl Hub {
         if rv >= latest {
             return Some(Vec::new());
         }
-        let first = ring.front()?.resource_version;
+        let first = ring.events.front()?.resource_version;
         if rv + 1 < first {
             return None;
         }
-        let start = ring.partition_point(|e| e.resource_version <= rv);
-        Some(ring.range(start..).cloned().collect())
+        let start = ring.events.partition_point(|e| e.resource_version <= rv);
+        Some(ring.events.range(start..).cloned().collect())
+    }
+
+    /// Everything the ring holds, for a reader going back to the log for older events.
+    pub(crate) fn tail(&self) -> RingTail {
+        match self.ring.lock() {
+            Ok(ring) => RingTail {
+                events: ring.events.iter().cloned().collect(),
+                first: ring.events.front().map(|e| e.resource_version),
+                evicted_volatile: ring.evicted_volatile,
+            },
+            Err(_) => RingTail { events: Vec::new(), first: None, evicted_volatile: u64::MAX },
+        }
     }
 }

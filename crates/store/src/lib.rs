@@ -1,50 +1,62 @@
 //! Axle's object store: every API object, durably, with one global resourceVersion and a
-//! bounded change log that watches read from.
+//! bounded change history that watches read from — written so that flash lasts the car's life.
 //!
 //! - Objects are JSON documents keyed `group/plural/namespace/name` (namespace empty for
-//!   cluster-scoped objects) in one redb table; redb gives atomic, crash-safe commits. Opening
-//!   the store writes nothing; tables are created by the first write.
-//! - All writes go through one writer thread. Requests queued while a commit is in flight are
-//!   applied together in the next transaction (group commit), so N concurrent writes cost one
-//!   fsync, and nothing is written while nothing changes.
-//! - A write is acknowledged only after its transaction is committed (fsynced): a `kill -9` at
-//!   any point loses no acknowledged write and exposes no unacknowledged one.
-//! - Each committed change is appended to a persisted change log (bounded, oldest pruned in the
-//!   same transaction) and to an in-memory ring of recent events; watchers read from the ring,
-//!   fall back to the persisted log, and get [`StoreError::Expired`] beyond it (HTTP 410).
-//!
+//!   cluster-scoped objects). Opening the store writes nothing.
+//! - All writes go through one writer thread. Requests queued while a write is in flight are
+//!   applied together (group commit): N concurrent writes cost one append and one fsync.
+//! - A durable write is acknowledged only after its batch is appended to the write-ahead log
+//!   (`wal`) and fsynced: a `kill -9` or power cut at any point loses no acknowledged write and
+//!   exposes no unacknowledged one. Appends cost a page or two, where a redb commit rewrote
+//!   about ten; redb (the B-tree that reads go to) is brought up to date by checkpoints that
+//!   fold many changes into one commit, and the log's records newer than redb are replayed at
+//!   open.
+//! - Volatile writes (`Txn::put_volatile`: lease renewals, heartbeats, Events) are served and
+//!   watched like any other but live in memory only (`recent`); after a restart their keys are
+//!   back at their last durable version. An idle car that only says "still here" writes nothing.
+//! - Recent events are kept in an in-memory ring; watchers read from it, fall back to the log,
+//!   and get [`StoreError::Expired`] beyond it (HTTP 410).
 //! - Objects under the key prefixes of [`Options::sealing`] (the server's Secrets) are stored
-//!   encrypted, also in the change log (see `seal`).
+//!   encrypted, also in the log (see `seal`).
 //!
 //! The store knows nothing about HTTP or Kubernetes semantics beyond `metadata.resourceVersion`,
-//! which it owns: callers never choose resource versions.
+//! which it owns: callers never choose resource versions; which writes may be volatile is the
+//! caller's decision.
 
 mod hub;
 mod legacy;
+mod recent;
 mod seal;
+mod wal;
 mod writer;
 
 pub use hub::{Event, EventType};
-pub use legacy::migrate_legacy;
+pub use legacy::{migrate_legacy, migrate_v3};
 pub use seal::Sealing;
 pub use writer::Txn;
 
 use hub::Hub;
-use redb::{Database, ReadableDatabase as _, ReadableTable, TableDefinition};
+use recent::{Bytes, Merge, Recent};
+use redb::{Database, ReadableDatabase as _, TableDefinition};
 use serde_json::Value;
-use std::path::Path;
-use std::sync::Arc;
-use writer::{Job, TypedJob};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use wal::Wal;
+use writer::{Request, TypedJob, Writer, VOLATILE_SPAN};
 
-/// The store's file in the server's data directory.
-pub const FILE_NAME: &str = "store-v3.redb";
+/// The store's file in the server's data directory (its log is `store-v4.wal/` beside it).
+pub const FILE_NAME: &str = "store-v4.redb";
+/// The file of the store before the write-ahead log (redb 4 with a change-log table), kept
+/// for an older Axle (see [`migrate_v3`]).
+pub const V3_FILE_NAME: &str = "store-v3.redb";
 /// The file of a store written before redb 4, kept for an older Axle (see [`migrate_legacy`]).
 pub const LEGACY_FILE_NAME: &str = "store.redb";
 
 pub(crate) const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
-/// The change log. Its last key is the store's current resourceVersion (the log always keeps
-/// its newest entry), so no separate counter is written per commit.
-pub(crate) const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
+/// What redb holds: the resourceVersion it is complete up to, and whether the store was closed
+/// cleanly at it.
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -88,18 +100,10 @@ fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     }
 }
 
-/// The current resourceVersion: the last key of the change log (0 before the first write).
-fn current_rv(rtx: &redb::ReadTransaction) -> Result<u64, StoreError> {
-    Ok(match read_table(rtx, CHANGES)? {
-        Some(changes) => changes.last()?.map(|(k, _)| k.value()).unwrap_or(0),
-        None => 0,
-    })
-}
-
 /// Tuning knobs, with defaults that suit a car's HPC.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Changes kept in the persisted log for watch resume.
+    /// Durable changes kept in the log for watch resume.
     pub change_log_capacity: u64,
     /// Recent changes kept in memory for live watchers.
     pub ring_capacity: usize,
@@ -107,13 +111,23 @@ pub struct Options {
     /// kernel's page cache, which holds the file anyway, so a large one mostly holds the same
     /// pages twice (in this process's PSS).
     pub cache_bytes: usize,
+    /// Changes held in memory (and in the log) before a checkpoint writes them into redb; the
+    /// log past four times this also triggers one. Larger: fewer, cheaper-per-change
+    /// checkpoints, more memory.
+    pub checkpoint_bytes: usize,
     /// Encryption at rest of some kinds of objects.
     pub sealing: Option<Sealing>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { change_log_capacity: 10_000, ring_capacity: 1_024, cache_bytes: 256 << 10, sealing: None }
+        Options {
+            change_log_capacity: 10_000,
+            ring_capacity: 1_024,
+            cache_bytes: 256 << 10,
+            checkpoint_bytes: 1 << 20,
+            sealing: None,
+        }
     }
 }
 
@@ -135,31 +149,129 @@ pub struct RawListPage {
     pub continue_after: Option<String>,
 }
 
+/// What the store wrote, for the wear figures: bytes as the kernel counted them for the
+/// writer thread (`/proc/thread-self/io`), so the filesystem's page granularity is included.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    log_bytes: AtomicU64,
+    log_records: AtomicU64,
+    checkpoint_bytes: AtomicU64,
+    checkpoints: AtomicU64,
+    durable_changes: AtomicU64,
+    volatile_changes: AtomicU64,
+}
+
+/// A snapshot of [`Counters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Bytes written by log appends.
+    pub log_bytes: u64,
+    pub log_records: u64,
+    /// Bytes written by checkpoints into redb.
+    pub checkpoint_bytes: u64,
+    pub checkpoints: u64,
+    pub durable_changes: u64,
+    /// Changes served from memory only.
+    pub volatile_changes: u64,
+}
+
+/// This thread's bytes sent to storage so far, as the kernel counts them (None where the
+/// kernel does not say).
+pub(crate) fn thread_bytes_written() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/thread-self/io").ok()?;
+    io.lines().find_map(|l| l.strip_prefix("write_bytes:")).and_then(|v| v.trim().parse().ok())
+}
+
+/// Where the store reopened: resourceVersions after `durable` and before `base` may have been
+/// handed out by volatile writes of the previous run, which are gone.
+#[derive(Debug, Clone, Copy)]
+struct Reopened {
+    durable: u64,
+    base: u64,
+}
+
 /// The store handle; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
-    jobs: std::sync::mpsc::Sender<Box<dyn Job>>,
+    jobs: std::sync::mpsc::Sender<Request>,
     hub: Arc<Hub>,
     codec: Arc<seal::Codec>,
+    recent: Arc<RwLock<Recent>>,
+    wal: Arc<Mutex<Wal>>,
+    counters: Arc<Counters>,
+    reopened: Reopened,
+}
+
+/// The log directory of the store file at `path`.
+pub fn log_dir(path: &Path) -> PathBuf {
+    path.with_extension("wal")
 }
 
 impl Store {
-    /// Opens (or creates) the store at `path` and starts its writer thread.
+    /// Opens (or creates) the store at `path` (and its log beside it), replays the log into
+    /// memory and starts the writer thread. Writes nothing.
     pub fn open(path: &Path, options: Options) -> Result<Store, StoreError> {
         let db = Database::builder().set_cache_size(options.cache_bytes).create(path)?;
         let db = Arc::new(db);
-        let current_rv = current_rv(&db.begin_read()?)?;
+        let codec = Arc::new(seal::Codec::new(options.sealing.as_ref()));
+        let (checkpointed, clean) = {
+            let rtx = db.begin_read()?;
+            match read_table(&rtx, META)? {
+                Some(meta) => (
+                    meta.get(writer::META_RV)?.map_or(0, |v| v.value()),
+                    meta.get(writer::META_CLEAN)?.is_some_and(|v| v.value() == 1),
+                ),
+                None => (0, true),
+            }
+        };
+        let (wal, records) = Wal::open(&log_dir(path), options.change_log_capacity, checkpointed)?;
+        let mut recent = Recent::default();
+        for record in &records {
+            for (rv, bytes) in &record.changes {
+                let event = hub::decode_change(&codec, *rv, bytes)?;
+                let slot = match event.kind {
+                    EventType::Deleted => None,
+                    _ => {
+                        let json = serde_json::to_vec(&*event.object)
+                            .map_err(|source| StoreError::Corrupt { key: event.key.clone(), source })?;
+                        Some(Bytes::from(codec.seal(&event.key, &event.key, json)))
+                    }
+                };
+                recent.set_durable(&event.key, slot);
+            }
+        }
+        let logged = wal.last_rv().max(checkpointed);
+        let durable = records.last().map_or(checkpointed, |r| r.rv).max(checkpointed);
+        // A store closed cleanly knows its exact resourceVersion; otherwise volatile writes may
+        // have gone past the newest durable one, and this run starts beyond where they can be.
+        let base = if clean && logged <= checkpointed { checkpointed } else { durable + VOLATILE_SPAN };
+        recent.rv = base;
         // The ring never reaches further back than the persisted log, so whether a version has
         // expired does not depend on which of the two serves it.
         let ring_capacity = options.ring_capacity.min(options.change_log_capacity.try_into().unwrap_or(usize::MAX));
-        let hub = Arc::new(Hub::new(current_rv, ring_capacity));
-        let codec = Arc::new(seal::Codec::new(options.sealing.as_ref()));
-        let jobs = writer::spawn(db.clone(), hub.clone(), codec.clone(), current_rv, options.change_log_capacity)?;
-        Ok(Store { db, jobs, hub, codec })
+        let hub = Arc::new(Hub::new(base, ring_capacity));
+        let recent = Arc::new(RwLock::new(recent));
+        let wal = Arc::new(Mutex::new(wal));
+        let counters = Arc::new(Counters::default());
+        let jobs = writer::spawn(Writer {
+            db: db.clone(),
+            hub: hub.clone(),
+            codec: codec.clone(),
+            recent: recent.clone(),
+            wal: wal.clone(),
+            counters: counters.clone(),
+            current_rv: base,
+            logged_rv: durable,
+            checkpointed_rv: checkpointed,
+            opened_rv: base,
+            fresh_run: true,
+            checkpoint_bytes: options.checkpoint_bytes.max(1),
+        })?;
+        Ok(Store { db, jobs, hub, codec, recent, wal, counters, reopened: Reopened { durable, base } })
     }
 
-    /// Runs `f` atomically in the writer thread and waits until its changes are durable.
+    /// Runs `f` atomically in the writer thread and waits until its durable changes are.
     /// If `f` returns `Err`, none of its writes take effect.
     pub async fn transact<T, E, F>(&self, f: F) -> Result<Result<T, E>, StoreError>
     where
@@ -168,8 +280,17 @@ impl Store {
         E: Send + 'static,
     {
         let (job, reply) = TypedJob::new(f);
-        self.jobs.send(Box::new(job)).map_err(|_| StoreError::Closed)?;
+        self.jobs.send(Request::Transact(Box::new(job))).map_err(|_| StoreError::Closed)?;
         reply.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Writes everything into redb and marks it closed cleanly, so the next open replays
+    /// nothing and continues at the exact resourceVersion. For a process about to exit; the
+    /// store stays usable.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        let (reply, done) = tokio::sync::oneshot::channel();
+        self.jobs.send(Request::Close(reply)).map_err(|_| StoreError::Closed)?;
+        done.await.map_err(|_| StoreError::Closed)?
     }
 
     /// The current global resourceVersion.
@@ -177,11 +298,39 @@ impl Store {
         self.hub.latest()
     }
 
+    /// What the store has written since it opened.
+    pub fn write_stats(&self) -> WriteStats {
+        let c = &self.counters;
+        WriteStats {
+            log_bytes: c.log_bytes.load(Ordering::Relaxed),
+            log_records: c.log_records.load(Ordering::Relaxed),
+            checkpoint_bytes: c.checkpoint_bytes.load(Ordering::Relaxed),
+            checkpoints: c.checkpoints.load(Ordering::Relaxed),
+            durable_changes: c.durable_changes.load(Ordering::Relaxed),
+            volatile_changes: c.volatile_changes.load(Ordering::Relaxed),
+        }
+    }
+
     pub fn get(&self, key: &str) -> Result<Option<Value>, StoreError> {
-        let rtx = self.db.begin_read()?;
-        let Some(table) = read_table(&rtx, OBJECTS)? else { return Ok(None) };
-        let bytes = table.get(key)?;
-        bytes.map(|b| decode(&self.codec, key, b.value())).transpose()
+        let bytes = {
+            let recent = self.recent.read().map_err(|_| poisoned())?;
+            match recent.volatile.get(key) {
+                Some(bytes) => Some(bytes.clone()),
+                None => match recent.durable(key) {
+                    recent::Found::Value(bytes) => Some(bytes),
+                    recent::Found::Deleted => None,
+                    recent::Found::Unknown => {
+                        // Opened under the lock: a checkpoint cannot slip between the two looks.
+                        let rtx = self.db.begin_read()?;
+                        drop(recent);
+                        let Some(table) = read_table(&rtx, OBJECTS)? else { return Ok(None) };
+                        let bytes = table.get(key)?;
+                        return bytes.map(|b| decode(&self.codec, key, b.value())).transpose();
+                    }
+                },
+            }
+        };
+        bytes.map(|b| decode(&self.codec, key, &b)).transpose()
     }
 
     /// Lists objects whose key starts with `prefix`, after `start_after` (exclusive), keeping
@@ -208,8 +357,9 @@ impl Store {
         Ok(RawListPage { items, resource_version, continue_after })
     }
 
-    /// Walks the keys under `prefix` in one read snapshot; `take` maps an entry to an item or
-    /// skips it. Returns the items, the snapshot's resourceVersion and the continue key.
+    /// Walks the keys under `prefix` in one consistent snapshot (memory and redb); `take` maps
+    /// an entry to an item or skips it. Returns the items, the snapshot's resourceVersion and
+    /// the continue key.
     fn scan<T>(
         &self,
         prefix: &str,
@@ -217,57 +367,70 @@ impl Store {
         limit: usize,
         mut take: impl FnMut(&str, &[u8]) -> Result<Option<T>, StoreError>,
     ) -> Result<(Vec<T>, u64, Option<String>), StoreError> {
-        let rtx = self.db.begin_read()?;
-        let rv = current_rv(&rtx)?;
-        let Some(table) = read_table(&rtx, OBJECTS)? else { return Ok((Vec::new(), rv, None)) };
+        let start = start_after.unwrap_or(prefix);
+        let (rtx, overlay, rv) = {
+            let recent = self.recent.read().map_err(|_| poisoned())?;
+            (self.db.begin_read()?, recent.range(prefix, start), recent.rv)
+        };
+        let table = read_table(&rtx, OBJECTS)?;
+        let base = match &table {
+            Some(table) => Some(table.range(start..)?),
+            None => None,
+        };
+        let base = base.into_iter().flatten().map_while(|entry| match entry {
+            Ok((k, v)) if k.value().starts_with(prefix) => Some(Ok((k.value().to_string(), Bytes::from(v.value())))),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        });
+        let mut failure = None;
+        let base = base.map_while(|entry| entry.map_err(|e| failure = Some(e)).ok());
         let mut items = Vec::new();
         let mut last_taken: Option<String> = None;
-        let start = start_after.unwrap_or(prefix);
-        for entry in table.range(start..)? {
-            let (key, value) = entry?;
-            let key = key.value();
-            if !key.starts_with(prefix) {
-                break;
-            }
-            if Some(key) == start_after {
+        for (key, value) in Merge::new(base, overlay) {
+            if Some(key.as_str()) == start_after {
                 continue;
             }
-            let Some(item) = take(key, value.value())? else { continue };
+            let Some(item) = take(&key, &value)? else { continue };
             if limit > 0 && items.len() == limit {
                 // A further match exists: the page is cut after the last item it holds.
                 return Ok((items, rv, last_taken));
             }
             items.push(item);
-            last_taken = Some(key.to_string());
+            last_taken = Some(key);
+        }
+        if let Some(e) = failure {
+            return Err(e.into());
         }
         Ok((items, rv, None))
     }
 
-    /// Changes committed after `rv`, oldest first. `Expired` when they left the log.
+    /// Changes committed after `rv`, oldest first. `Expired` when they left the history (or
+    /// were volatile changes of a previous run).
     pub fn events_after(&self, rv: u64) -> Result<Vec<Arc<Event>>, StoreError> {
         if let Some(events) = self.hub.events_after(rv) {
             return Ok(events);
         }
-        let rtx = self.db.begin_read()?;
-        let Some(table) = read_table(&rtx, CHANGES)? else {
-            return if rv >= self.hub.latest() {
-                Ok(Vec::new())
-            } else {
-                Err(StoreError::Expired { requested: rv, oldest: 1 })
-            };
-        };
-        let oldest = table.first()?.map(|(k, _)| k.value());
         let latest = self.hub.latest();
-        match oldest {
-            Some(oldest) if rv + 1 >= oldest => {}
-            None if rv >= latest => return Ok(Vec::new()),
-            other => return Err(StoreError::Expired { requested: rv, oldest: other.unwrap_or(latest + 1) }),
+        if rv >= latest {
+            return Ok(Vec::new());
         }
-        let mut events = Vec::new();
-        for entry in table.range(rv + 1..)? {
-            let (k, v) = entry?;
-            events.push(Arc::new(hub::decode_change(&self.codec, k.value(), v.value())?));
+        let ring = self.hub.tail();
+        let lost_run = rv > self.reopened.durable && rv < self.reopened.base;
+        if lost_run || rv < ring.evicted_volatile {
+            let oldest = ring.first.unwrap_or(latest + 1);
+            return Err(StoreError::Expired { requested: rv, oldest });
         }
+        let view = self.wal.lock().map_err(|_| poisoned())?.view();
+        let up_to = ring.first.map_or(latest, |first| first - 1);
+        let Some(changes) = view.changes_after(rv, up_to) else {
+            let oldest = ring.first.unwrap_or(latest + 1);
+            return Err(StoreError::Expired { requested: rv, oldest });
+        };
+        let mut events = changes
+            .iter()
+            .map(|(change_rv, bytes)| hub::decode_change(&self.codec, *change_rv, bytes).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        events.extend(ring.events.into_iter().filter(|e| e.resource_version > rv));
         Ok(events)
     }
 
@@ -275,6 +438,10 @@ impl Store {
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.hub.subscribe()
     }
+}
+
+fn poisoned() -> StoreError {
+    StoreError::Database("the store's memory was left inconsistent by a panic".into())
 }
 
 pub(crate) fn decode(codec: &seal::Codec, key: &str, bytes: &[u8]) -> Result<Value, StoreError> {

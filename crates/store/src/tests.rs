@@ -4,7 +4,7 @@ use serde_json::json;
 fn open(dir: &tempfile::TempDir) -> Store {
     Store::open(
         &dir.path().join("store.redb"),
-        Options { change_log_capacity: 5, ring_capacity: 2, cache_bytes: 1 << 20, sealing: None },
+        Options { change_log_capacity: 5, ring_capacity: 2, ..Options::default() },
     )
     .expect("store opens")
 }
@@ -154,7 +154,7 @@ async fn sealed_objects_are_encrypted_on_disk_and_read_back() {
     let path = dir.path().join("store.redb");
     let sealing = Sealing { key: [42; 32], prefixes: vec!["core/secrets/".into()] };
     let options =
-        || Options { change_log_capacity: 5, ring_capacity: 1, cache_bytes: 1 << 20, sealing: Some(sealing.clone()) };
+        || Options { change_log_capacity: 5, ring_capacity: 1, sealing: Some(sealing.clone()), ..Options::default() };
     let store = Store::open(&path, options()).expect("opens");
     let secret = json!({"metadata": {"name": "db"}, "data": {"password": "c2VjcmV0LWh1bnRlcjI="}});
     store.transact(move |txn| txn.put("core/secrets/car/db", secret)).await.expect("works").expect("put");
@@ -182,4 +182,127 @@ async fn sealed_objects_are_encrypted_on_disk_and_read_back() {
     let store = reopen(&path, Options { sealing: None, ..options() }).await;
     assert!(matches!(store.get("core/secrets/car/db"), Err(StoreError::Sealed { .. })));
     assert!(store.get("core/configmaps/car/c").expect("reads").is_some());
+}
+
+/// The store's files as a power cut would leave them: copied aside while the store runs.
+fn power_cut_copy(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::copy(from, to).expect("copy the redb file");
+    let (log, copy) = (log_dir(from), log_dir(to));
+    if log.exists() {
+        std::fs::create_dir_all(&copy).expect("log dir");
+        for entry in std::fs::read_dir(&log).expect("log") {
+            let entry = entry.expect("entry");
+            std::fs::copy(entry.path(), copy.join(entry.file_name())).expect("copy a segment");
+        }
+    }
+}
+
+async fn put_volatile(store: &Store, key: &'static str, value: i64) -> Value {
+    store
+        .transact(move |txn| txn.put_volatile(key, json!({"metadata": {"name": key}, "v": value})))
+        .await
+        .expect("store works")
+        .expect("put succeeds")
+}
+
+#[tokio::test]
+async fn volatile_writes_are_served_and_watched_but_not_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store.redb");
+    let store = Store::open(&path, Options::default()).expect("opens");
+    put(&store, "coordination.k8s.io/leases/kube-node-lease/hpc-1", 1).await;
+    let durable = store.write_stats();
+    assert_eq!(durable.log_records, 1);
+
+    for v in 2..=20 {
+        let renewed = put_volatile(&store, "coordination.k8s.io/leases/kube-node-lease/hpc-1", v).await;
+        assert_eq!(renewed["metadata"]["resourceVersion"], v.to_string());
+    }
+    let after = store.write_stats();
+    assert_eq!(after.log_records, 1, "the run's first record already made its resourceVersions durable");
+    assert_eq!(after.volatile_changes, 19);
+    let lease = store.get("coordination.k8s.io/leases/kube-node-lease/hpc-1").expect("reads").expect("present");
+    assert_eq!(lease["v"], 20);
+    let listed = store.list("coordination.k8s.io/leases/", None, 0, &|_| true).expect("lists");
+    assert_eq!(listed.items[0]["v"], 20);
+    assert_eq!(listed.resource_version, 20);
+    let events = store.events_after(1).expect("watch");
+    assert_eq!(events.len(), 19);
+    assert!(events.iter().all(|e| e.kind == EventType::Modified && e.volatile));
+
+    // A power cut: the lease is back at its durable version, and no resourceVersion handed
+    // out before is handed out again.
+    let copy = dir.path().join("cut.redb");
+    power_cut_copy(&path, &copy);
+    let cut = Store::open(&copy, Options::default()).expect("opens after the cut");
+    assert_eq!(cut.get("coordination.k8s.io/leases/kube-node-lease/hpc-1").expect("reads").expect("present")["v"], 1);
+    assert!(cut.resource_version() > 20);
+    assert!(matches!(cut.events_after(10), Err(StoreError::Expired { .. })), "volatile history of the lost run");
+    assert_eq!(cut.events_after(0).expect("durable history").len(), 1);
+    let next = put(&cut, "core/pods/default/a", 1).await;
+    assert!(next["metadata"]["resourceVersion"].as_str().expect("rv").parse::<u64>().expect("number") > 20);
+
+    // A clean close keeps the exact resourceVersion (the durable version of the key).
+    drop(store);
+    let store = reopen(&path, Options::default()).await;
+    assert_eq!(store.resource_version(), 20);
+    assert_eq!(store.get("coordination.k8s.io/leases/kube-node-lease/hpc-1").expect("reads").expect("present")["v"], 1);
+}
+
+#[tokio::test]
+async fn a_run_that_begins_with_volatile_writes_logs_one_record_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    for v in 1..=5 {
+        put_volatile(&store, "coordination.k8s.io/leases/kube-node-lease/hpc-1", v).await;
+    }
+    let stats = store.write_stats();
+    assert_eq!((stats.log_records, stats.durable_changes, stats.volatile_changes), (1, 0, 5));
+}
+
+#[tokio::test]
+async fn deleting_a_volatile_object_writes_nothing_and_a_durable_one_is_logged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    put_volatile(&store, "core/events/default/e1", 1).await;
+    put(&store, "core/configmaps/default/c", 1).await;
+    put_volatile(&store, "core/configmaps/default/c", 2).await;
+    let before = store.write_stats();
+    let gone = store.transact(|txn| txn.delete("core/events/default/e1")).await.expect("works").expect("deletes");
+    assert!(gone.is_some());
+    assert_eq!(store.write_stats().log_records, before.log_records, "a volatile-only object leaves no trace");
+    let gone = store.transact(|txn| txn.delete("core/configmaps/default/c")).await.expect("works").expect("deletes");
+    assert_eq!(gone.expect("existed")["v"], 2, "the deleted object is what readers saw");
+    assert_eq!(store.write_stats().log_records, before.log_records + 1);
+    assert!(store.get("core/configmaps/default/c").expect("reads").is_none());
+    assert!(store.list("core/", None, 0, &|_| true).expect("lists").items.is_empty());
+}
+
+#[tokio::test]
+async fn checkpoints_move_changes_into_redb_and_a_power_cut_replays_the_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store.redb");
+    let options = Options { checkpoint_bytes: 2_000, ..Options::default() };
+    let store = Store::open(&path, options.clone()).expect("opens");
+    for i in 0..60 {
+        let key = format!("core/configmaps/default/c{}", i % 7);
+        store
+            .transact(move |txn| txn.put(&key, json!({"metadata": {"name": "c"}, "data": {"i": i.to_string()}})))
+            .await
+            .expect("store")
+            .expect("put");
+    }
+    let stats = store.write_stats();
+    assert!(stats.checkpoints >= 1, "checkpoints ran: {stats:?}");
+    assert_eq!(stats.durable_changes, 60);
+    let copy = dir.path().join("cut.redb");
+    power_cut_copy(&path, &copy);
+    let cut = Store::open(&copy, options).expect("opens after the cut");
+    let items = cut.list("core/configmaps/", None, 0, &|_| true).expect("lists").items;
+    assert_eq!(items.len(), 7);
+    for item in items {
+        let i: u64 = item["data"]["i"].as_str().expect("i").parse().expect("number");
+        assert!(i >= 53, "every object is at its last acknowledged version");
+    }
+    assert_eq!(cut.get("core/configmaps/default/c3").expect("reads").expect("present")["data"]["i"], "59");
 }

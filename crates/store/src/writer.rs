@@ -1,48 +1,117 @@
 //! The single writer thread: group commit of queued transactions, resourceVersion assignment,
-//! change-log append and pruning, then publication to watchers — in that order, so nothing is
-//! visible or acknowledged before it is durable.
+//! one log append per batch, then publication to readers and watchers — in that order, so
+//! nothing is visible or acknowledged before it is durable. Checkpoints into redb run here too,
+//! between batches.
+//!
+//! Volatile writes (`Txn::put_volatile`) get resourceVersions and events like any other but are
+//! never logged. So that a resourceVersion is never handed out twice across a power cut, a
+//! store opens `VOLATILE_SPAN` above the newest durable one unless it was closed cleanly, and
+//! the first volatile write of a run (and one every half span after) is preceded by a log
+//! record that makes the current resourceVersion durable.
 
 use crate::hub::{Event, EventType, Hub};
+use crate::recent::{Bytes, Found, Merge, Recent, Slot};
 use crate::seal::Codec;
-use crate::{decode, StoreError, CHANGES, OBJECTS};
-use redb::{Database, ReadableTable, WriteTransaction};
+use crate::wal::{Change, Wal};
+use crate::{decode, poisoned, read_table, Counters, StoreError, META, OBJECTS};
+use redb::{Database, ReadableDatabase as _};
 use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::oneshot;
 
 /// Most jobs folded into one commit.
 const MAX_BATCH: usize = 256;
+/// How far above the newest durable resourceVersion volatile writes may go before one is made
+/// durable; a store that was not closed cleanly opens this far above it.
+pub(crate) const VOLATILE_SPAN: u64 = 1 << 30;
+
+/// Keys of the meta table.
+pub(crate) const META_RV: &str = "rv";
+pub(crate) const META_CLEAN: &str = "clean";
+
+/// A key's pending state in a batch: its durable and its volatile layer (None: untouched).
+#[derive(Clone, Default)]
+struct Staged {
+    durable: Option<Slot>,
+    volatile: Option<Slot>,
+}
+
+/// What a batch reads beneath its own writes.
+struct Layers<'a> {
+    recent: &'a Recent,
+    objects: Option<&'a redb::ReadOnlyTable<&'static str, &'static [u8]>>,
+    codec: &'a Codec,
+}
+
+impl Layers<'_> {
+    fn durable(&self, key: &str) -> Result<Slot, StoreError> {
+        match self.recent.durable(key) {
+            Found::Value(bytes) => Ok(Some(bytes)),
+            Found::Deleted => Ok(None),
+            Found::Unknown => {
+                let Some(objects) = self.objects else { return Ok(None) };
+                Ok(objects.get(key)?.map(|v| Bytes::from(v.value())))
+            }
+        }
+    }
+}
 
 /// The view of the store one transaction function gets.
 pub struct Txn<'a> {
-    wtx: &'a WriteTransaction,
-    codec: &'a Codec,
+    layers: &'a Layers<'a>,
+    staged: &'a mut BTreeMap<String, Staged>,
     next_rv: u64,
-    undo: Vec<(String, Option<Vec<u8>>)>,
+    undo: Vec<(String, Option<Staged>)>,
     events: Vec<Event>,
 }
 
 impl<'a> Txn<'a> {
+    /// The durable version of `key` as this batch left it.
+    fn durable_raw(&self, key: &str) -> Result<Slot, StoreError> {
+        match self.staged.get(key).and_then(|s| s.durable.clone()) {
+            Some(slot) => Ok(slot),
+            None => self.layers.durable(key),
+        }
+    }
+
+    /// The version of `key` a reader sees: volatile over durable.
+    fn raw(&self, key: &str) -> Result<Slot, StoreError> {
+        let volatile = match self.staged.get(key).and_then(|s| s.volatile.clone()) {
+            Some(slot) => slot,
+            None => self.layers.recent.volatile.get(key).cloned(),
+        };
+        match volatile {
+            Some(bytes) => Ok(Some(bytes)),
+            None => self.durable_raw(key),
+        }
+    }
+
     pub fn get(&self, key: &str) -> Result<Option<Value>, StoreError> {
-        let table = self.wtx.open_table(OBJECTS)?;
-        let bytes = table.get(key)?;
-        bytes.map(|b| decode(self.codec, key, b.value())).transpose()
+        self.raw(key)?.map(|b| decode(self.layers.codec, key, &b)).transpose()
     }
 
     /// Every object whose key starts with `prefix`, with its key.
     pub fn list(&self, prefix: &str) -> Result<Vec<(String, Value)>, StoreError> {
-        let table = self.wtx.open_table(OBJECTS)?;
-        let mut out = Vec::new();
-        for entry in table.range(prefix..)? {
-            let (k, v) = entry?;
-            let k = k.value();
-            if !k.starts_with(prefix) {
-                break;
-            }
-            out.push((k.to_string(), decode(self.codec, k, v.value())?));
+        let mut overlay = self.layers.recent.range(prefix, prefix);
+        for key in self.staged.range::<str, _>(crate::recent::from(prefix)).map(|(k, _)| k).take_while(|k| k.starts_with(prefix)) {
+            overlay.insert(key.clone(), self.raw(key)?);
         }
-        Ok(out)
+        let mut base = Vec::new();
+        if let Some(objects) = self.layers.objects {
+            for entry in objects.range(prefix..)? {
+                let (k, v) = entry?;
+                if !k.value().starts_with(prefix) {
+                    break;
+                }
+                base.push((k.value().to_string(), Bytes::from(v.value())));
+            }
+        }
+        Merge::new(base.into_iter(), overlay)
+            .map(|(k, bytes)| decode(self.layers.codec, &k, &bytes).map(|v| (k, v)))
+            .collect()
     }
 
     /// The resourceVersion the next write of this transaction will get.
@@ -50,37 +119,51 @@ impl<'a> Txn<'a> {
         self.next_rv
     }
 
-    /// Stores `obj` under `key`, stamping `metadata.resourceVersion`; returns the stored object.
-    pub fn put(&mut self, key: &str, mut obj: Value) -> Result<Value, StoreError> {
+    /// Stores `obj` under `key` durably, stamping `metadata.resourceVersion`; returns the
+    /// stored object. A volatile version of the key is replaced.
+    pub fn put(&mut self, key: &str, obj: Value) -> Result<Value, StoreError> {
+        self.write(key, obj, false)
+    }
+
+    /// Stores `obj` under `key` in memory only: readers and watchers see it like any write, but
+    /// nothing reaches the disk, and after a restart the key is back at its last durable
+    /// version (or absent). For liveness (lease renewals, heartbeats) and Events.
+    pub fn put_volatile(&mut self, key: &str, obj: Value) -> Result<Value, StoreError> {
+        self.write(key, obj, true)
+    }
+
+    fn write(&mut self, key: &str, mut obj: Value, volatile: bool) -> Result<Value, StoreError> {
         let rv = self.next_rv;
         if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
         }
         let json = serde_json::to_vec(&obj).map_err(|source| StoreError::Corrupt { key: key.to_string(), source })?;
-        let bytes = self.codec.seal(key, key, json);
-        let previous = {
-            let mut table = self.wtx.open_table(OBJECTS)?;
-            let previous = table.insert(key, bytes.as_slice())?.map(|g| g.value().to_vec());
-            previous
-        };
-        let kind = if previous.is_some() { EventType::Modified } else { EventType::Added };
-        self.undo.push((key.to_string(), previous));
+        let bytes: Bytes = self.layers.codec.seal(key, key, json).into();
+        let kind = if self.raw(key)?.is_some() { EventType::Modified } else { EventType::Added };
+        let staged = self.stage(key);
+        if volatile {
+            staged.volatile = Some(Some(bytes));
+        } else {
+            staged.durable = Some(Some(bytes));
+            staged.volatile = Some(None);
+        }
         self.next_rv += 1;
-        self.events.push(Event { resource_version: rv, kind, key: key.to_string(), object: Arc::new(obj.clone()) });
+        self.events.push(Event { resource_version: rv, kind, key: key.to_string(), object: Arc::new(obj.clone()), volatile });
         Ok(obj)
     }
 
     /// Removes the object under `key`; returns its last state stamped with the deletion's
-    /// resourceVersion, or None when there was nothing to delete.
+    /// resourceVersion, or None when there was nothing to delete. The deletion is durable when
+    /// the key had a durable version.
     pub fn delete(&mut self, key: &str) -> Result<Option<Value>, StoreError> {
-        let previous = {
-            let mut table = self.wtx.open_table(OBJECTS)?;
-            let previous = table.remove(key)?.map(|g| g.value().to_vec());
-            previous
-        };
-        let Some(bytes) = previous else { return Ok(None) };
-        let mut obj = decode(self.codec, key, &bytes)?;
-        self.undo.push((key.to_string(), Some(bytes)));
+        let Some(previous) = self.raw(key)? else { return Ok(None) };
+        let mut obj = decode(self.layers.codec, key, &previous)?;
+        let durable = self.durable_raw(key)?.is_some();
+        let staged = self.stage(key);
+        if durable {
+            staged.durable = Some(None);
+        }
+        staged.volatile = Some(None);
         let rv = self.next_rv;
         self.next_rv += 1;
         if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -91,26 +174,34 @@ impl<'a> Txn<'a> {
             kind: EventType::Deleted,
             key: key.to_string(),
             object: Arc::new(obj.clone()),
+            volatile: !durable,
         });
         Ok(Some(obj))
     }
 
+    /// The batch's entry for `key`, its state before remembered for a roll-back.
+    fn stage(&mut self, key: &str) -> &mut Staged {
+        self.undo.push((key.to_string(), self.staged.get(key).cloned()));
+        self.staged.entry(key.to_string()).or_default()
+    }
+
     /// Reverts this job's writes (the function returned an error).
-    fn roll_back(&mut self) -> Result<(), StoreError> {
-        let mut table = self.wtx.open_table(OBJECTS)?;
+    fn roll_back(&mut self) {
         while let Some((key, previous)) = self.undo.pop() {
             match previous {
-                Some(bytes) => {
-                    table.insert(key.as_str(), bytes.as_slice())?;
-                }
-                None => {
-                    table.remove(key.as_str())?;
-                }
-            }
+                Some(staged) => self.staged.insert(key, staged),
+                None => self.staged.remove(&key),
+            };
         }
         self.events.clear();
-        Ok(())
     }
+}
+
+/// What the writer thread is asked to do.
+pub(crate) enum Request {
+    Transact(Box<dyn Job>),
+    /// Checkpoint cleanly (the process is about to end); reply when done.
+    Close(oneshot::Sender<Result<(), StoreError>>),
 }
 
 /// A queued transaction function with its reply channel, erased over its types.
@@ -163,97 +254,204 @@ where
     }
 }
 
-pub(crate) fn spawn(
-    db: Arc<Database>,
-    hub: Arc<Hub>,
-    codec: Arc<Codec>,
-    current_rv: u64,
-    log_capacity: u64,
-) -> Result<Sender<Box<dyn Job>>, StoreError> {
-    let (tx, rx) = std::sync::mpsc::channel::<Box<dyn Job>>();
+/// The writer thread's state.
+pub(crate) struct Writer {
+    pub(crate) db: Arc<Database>,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) codec: Arc<Codec>,
+    pub(crate) recent: Arc<RwLock<Recent>>,
+    pub(crate) wal: Arc<Mutex<Wal>>,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) current_rv: u64,
+    /// The resourceVersion the newest log record made durable.
+    pub(crate) logged_rv: u64,
+    /// The resourceVersion redb holds everything up to.
+    pub(crate) checkpointed_rv: u64,
+    /// The resourceVersion at open: a clean close needs no checkpoint when nothing happened.
+    pub(crate) opened_rv: u64,
+    /// No log record yet in this run: one must precede the first volatile write.
+    pub(crate) fresh_run: bool,
+    /// Unflushed bytes, or log bytes since the checkpoint, that trigger a checkpoint.
+    pub(crate) checkpoint_bytes: usize,
+}
+
+pub(crate) fn spawn(writer: Writer) -> Result<Sender<Request>, StoreError> {
+    let (tx, rx) = std::sync::mpsc::channel::<Request>();
     std::thread::Builder::new()
         .name("store-writer".into())
-        .spawn(move || writer_loop(&db, &hub, &codec, rx, current_rv, log_capacity))
+        .spawn(move || writer.run(rx))
         .map_err(|e| StoreError::Database(format!("cannot start the store writer thread: {e}")))?;
     Ok(tx)
 }
 
-fn writer_loop(
-    db: &Database,
-    hub: &Hub,
-    codec: &Codec,
-    rx: Receiver<Box<dyn Job>>,
-    mut current_rv: u64,
-    log_capacity: u64,
-) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        match commit_batch(db, codec, &mut batch, current_rv, log_capacity) {
-            Ok((new_rv, events)) => {
-                current_rv = new_rv;
-                if !events.is_empty() {
-                    hub.publish(events, new_rv);
-                }
-                batch.into_iter().for_each(|job| job.complete(Ok(())));
-            }
-            Err(e) => {
-                tracing::error!(error = %e, jobs = batch.len(), "store commit failed; the batch is rejected");
-                let message = e.to_string();
-                batch.into_iter().for_each(|job| job.complete(Err(message.clone())));
-            }
-        }
-    }
-}
-
-/// Runs a batch in one redb transaction; returns the new resourceVersion and its events.
-fn commit_batch(
-    db: &Database,
-    codec: &Codec,
-    batch: &mut [Box<dyn Job>],
-    current_rv: u64,
-    log_capacity: u64,
-) -> Result<(u64, Vec<Arc<Event>>), StoreError> {
-    let wtx = db.begin_write()?;
-    let mut events = Vec::new();
-    let mut next_rv = current_rv + 1;
-    for job in batch.iter_mut() {
-        let mut txn = Txn { wtx: &wtx, codec, next_rv, undo: Vec::new(), events: Vec::new() };
-        if job.run(&mut txn) {
-            next_rv = txn.next_rv;
-            events.append(&mut txn.events);
-        } else {
-            txn.roll_back()?;
-        }
-    }
-    if events.is_empty() {
-        // Nothing changed (reads, rejected writes): no commit, no disk write.
-        wtx.abort()?;
-        return Ok((current_rv, Vec::new()));
-    }
-    let new_rv = next_rv - 1;
-    {
-        let mut changes = wtx.open_table(CHANGES)?;
-        for event in &events {
-            changes.insert(event.resource_version, event.encode(codec).as_slice())?;
-        }
-        // Pruning keeps at least the newest entry: its key is the current resourceVersion.
-        let cutoff = new_rv.saturating_sub(log_capacity.max(1));
+impl Writer {
+    fn run(mut self, rx: Receiver<Request>) {
+        let mut closing = None;
         loop {
-            let first = changes.first()?.map(|(k, _)| k.value());
-            match first {
-                Some(first) if first <= cutoff => {
-                    changes.remove(first)?;
+            let first = match closing.take().map_or_else(|| rx.recv().ok(), Some) {
+                Some(Request::Transact(job)) => job,
+                Some(Request::Close(reply)) => {
+                    let _ = reply.send(self.close());
+                    continue;
                 }
-                _ => break,
+                None => break,
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(Request::Transact(job)) => batch.push(job),
+                    Ok(close) => {
+                        closing = Some(close);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            match self.commit_batch(&mut batch) {
+                Ok(events) => {
+                    if !events.is_empty() {
+                        self.hub.publish(events, self.current_rv);
+                    }
+                    batch.into_iter().for_each(|job| job.complete(Ok(())));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, jobs = batch.len(), "store commit failed; the batch is rejected");
+                    let message = e.to_string();
+                    batch.into_iter().for_each(|job| job.complete(Err(message.clone())));
+                }
+            }
+            if self.checkpoint_due() {
+                if let Err(e) = self.checkpoint(false) {
+                    tracing::warn!(error = %e, "store checkpoint failed; the log keeps the changes");
+                }
             }
         }
+        // Every handle is gone.
+        if let Err(e) = self.close() {
+            tracing::warn!(error = %e, "store checkpoint at close failed; the log keeps the changes");
+        }
     }
-    wtx.commit()?;
-    Ok((new_rv, events.into_iter().map(Arc::new).collect()))
+
+    /// A clean close leaves redb complete and says so (nothing is written when nothing
+    /// happened since the last one). Writes after it are logged as usual, and the first
+    /// volatile one is again preceded by a record.
+    fn close(&mut self) -> Result<(), StoreError> {
+        if self.current_rv == self.opened_rv && self.logged_rv <= self.checkpointed_rv {
+            return Ok(());
+        }
+        self.checkpoint(true)?;
+        self.opened_rv = self.current_rv;
+        self.fresh_run = true;
+        Ok(())
+    }
+
+    /// Runs a batch against the layers, logs its durable changes (one append, fsynced) and
+    /// applies it to memory; returns its events.
+    fn commit_batch(&mut self, batch: &mut [Box<dyn Job>]) -> Result<Vec<Arc<Event>>, StoreError> {
+        let mut staged: BTreeMap<String, Staged> = BTreeMap::new();
+        let mut events = Vec::new();
+        let mut next_rv = self.current_rv + 1;
+        {
+            let recent = self.recent.read().map_err(|_| poisoned())?;
+            let rtx = self.db.begin_read()?;
+            let objects = read_table(&rtx, OBJECTS)?;
+            let layers = Layers { recent: &recent, objects: objects.as_ref(), codec: &self.codec };
+            for job in batch.iter_mut() {
+                let mut txn = Txn { layers: &layers, staged: &mut staged, next_rv, undo: Vec::new(), events: Vec::new() };
+                if job.run(&mut txn) {
+                    next_rv = txn.next_rv;
+                    events.append(&mut txn.events);
+                } else {
+                    txn.roll_back();
+                }
+            }
+        }
+        if events.is_empty() {
+            // Nothing changed (reads, rejected writes): nothing is written.
+            return Ok(Vec::new());
+        }
+        let new_rv = next_rv - 1;
+        let durable: Vec<Change> =
+            events.iter().filter(|e| !e.volatile).map(|e| (e.resource_version, e.encode(&self.codec))).collect();
+        let volatile = durable.len() < events.len();
+        let mark = volatile && (self.fresh_run || new_rv - self.logged_rv >= VOLATILE_SPAN / 2);
+        if !durable.is_empty() || mark {
+            let before = crate::thread_bytes_written();
+            let appended = self.wal.lock().map_err(|_| poisoned())?.append(self.current_rv, new_rv, &durable)?;
+            let written = crate::thread_bytes_written().zip(before).map_or(appended, |(after, before)| after - before);
+            self.counters.log_bytes.fetch_add(written, Ordering::Relaxed);
+            self.counters.log_records.fetch_add(1, Ordering::Relaxed);
+            self.counters.durable_changes.fetch_add(durable.len() as u64, Ordering::Relaxed);
+            self.logged_rv = new_rv;
+            self.fresh_run = false;
+        }
+        let mut recent = self.recent.write().map_err(|_| poisoned())?;
+        for (key, entry) in staged {
+            if let Some(slot) = entry.durable {
+                recent.set_durable(&key, slot);
+            }
+            match entry.volatile {
+                Some(Some(bytes)) => {
+                    recent.volatile.insert(key, bytes);
+                }
+                Some(None) => {
+                    recent.volatile.remove(&key);
+                }
+                None => {}
+            }
+        }
+        recent.rv = new_rv;
+        self.current_rv = new_rv;
+        self.counters.volatile_changes.fetch_add((events.len() - durable.len()) as u64, Ordering::Relaxed);
+        Ok(events.into_iter().map(Arc::new).collect())
+    }
+
+    fn checkpoint_due(&self) -> bool {
+        let unflushed = self.recent.read().map(|r| r.unflushed_bytes).unwrap_or(0);
+        let logged = self.wal.lock().map(|w| w.bytes_after(self.checkpointed_rv)).unwrap_or(0);
+        unflushed >= self.checkpoint_bytes || logged >= 4 * self.checkpoint_bytes as u64
+    }
+
+    /// Writes the unflushed changes into redb in one durable commit, then lets them go from
+    /// memory and prunes the log. `clean`: the store is closing, and redb records the exact
+    /// current resourceVersion, so the next open needs no gap for volatile writes.
+    fn checkpoint(&mut self, clean: bool) -> Result<(), StoreError> {
+        let unflushed: Vec<(String, Slot)> = {
+            let recent = self.recent.read().map_err(|_| poisoned())?;
+            recent.unflushed.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        let rv = if clean { self.current_rv } else { self.logged_rv };
+        let before = crate::thread_bytes_written();
+        let wtx = self.db.begin_write()?;
+        {
+            let mut objects = wtx.open_table(OBJECTS)?;
+            for (key, slot) in &unflushed {
+                match slot {
+                    Some(bytes) => {
+                        objects.insert(key.as_str(), &bytes[..])?;
+                    }
+                    None => {
+                        objects.remove(key.as_str())?;
+                    }
+                }
+            }
+            let mut meta = wtx.open_table(META)?;
+            meta.insert(META_RV, rv)?;
+            meta.insert(META_CLEAN, u64::from(clean))?;
+        }
+        wtx.commit()?;
+        if let Some((after, before)) = crate::thread_bytes_written().zip(before) {
+            self.counters.checkpoint_bytes.fetch_add(after - before, Ordering::Relaxed);
+        }
+        self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut recent = self.recent.write().map_err(|_| poisoned())?;
+            // Only this thread adds to `unflushed`, so it holds exactly what was just written.
+            recent.unflushed.clear();
+            recent.unflushed_bytes = 0;
+        }
+        self.checkpointed_rv = self.logged_rv;
+        self.wal.lock().map_err(|_| poisoned())?.prune(self.checkpointed_rv);
+        Ok(())
+    }
 }

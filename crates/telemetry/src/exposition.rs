@@ -2,7 +2,9 @@
 //! asks for it (Prometheus does), else as the classic text format (0.0.4) that `promtool` and
 //! older scrapers read.
 
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 use std::sync::atomic::AtomicU64;
@@ -47,17 +49,26 @@ pub fn classic_text(openmetrics: &str) -> String {
     out
 }
 
-/// The process's own CPU time, resident memory and bytes written to storage, from
-/// `/proc/self`, refreshed at each scrape.
+/// The process's own CPU time, resident memory, start time and bytes written to storage (in
+/// all, from `/proc/self`, and by cause, from [`crate::wear`]), refreshed at each scrape.
 pub struct ProcessMetrics {
+    component: &'static str,
     cpu_seconds: Counter<f64, AtomicU64>,
     resident: Gauge,
     written: Counter,
+    written_by: Family<WriteLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WriteLabels {
+    component: String,
+    reason: String,
 }
 
 impl ProcessMetrics {
-    /// Registers the metrics; `process` names the process in their help texts.
-    pub fn register(registry: &mut Registry, process: &str) -> ProcessMetrics {
+    /// Registers the metrics; `process` names the process in their help texts and is the
+    /// `component` label of its storage writes.
+    pub fn register(registry: &mut Registry, process: &'static str) -> ProcessMetrics {
         let cpu_seconds = Counter::<f64, AtomicU64>::default();
         registry.register_with_unit(
             "process_cpu",
@@ -79,10 +90,29 @@ impl ProcessMetrics {
             Unit::Bytes,
             written.clone(),
         );
-        ProcessMetrics { cpu_seconds, resident, written }
+        let written_by = Family::<WriteLabels, Counter>::default();
+        registry.register_with_unit(
+            "axle_storage_bytes_written",
+            "Bytes written to storage, by component and cause (other: not claimed by a cause)",
+            Unit::Bytes,
+            written_by.clone(),
+        );
+        let start_time = Gauge::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "process_start_time",
+            format!("Start time of the {process} process since the unix epoch"),
+            Unit::Seconds,
+            start_time.clone(),
+        );
+        if let Some(started) = process_start_time() {
+            start_time.set(started);
+        }
+        ProcessMetrics { component: process, cpu_seconds, resident, written, written_by }
     }
 
-    pub fn refresh(&self) {
+    /// Refreshes the figures; `causes` adds writes counted elsewhere than in [`crate::wear`]
+    /// (the server's store keeps its own).
+    pub fn refresh(&self, causes: &[(&'static str, u64)]) {
         let field = |file: &str, name: &str| -> Option<u64> {
             let text = std::fs::read_to_string(format!("/proc/self/{file}")).ok()?;
             text.lines().find_map(|l| l.strip_prefix(name))?.split_whitespace().next()?.parse().ok()
@@ -90,8 +120,15 @@ impl ProcessMetrics {
         if let Some(kib) = field("status", "VmRSS:") {
             self.resident.set(i64::try_from(kib * 1024).unwrap_or(i64::MAX));
         }
+        let mut claimed = 0;
+        let ledger = crate::wear::snapshot();
+        for (reason, bytes) in ledger.iter().map(|(r, b)| (*r, *b)).chain(causes.iter().copied()) {
+            claimed += bytes;
+            self.set_written(reason, bytes);
+        }
         if let Some(bytes) = field("io", "write_bytes:") {
             self.written.inc_by(bytes.saturating_sub(self.written.get()));
+            self.set_written("other", bytes.saturating_sub(claimed));
         }
         // utime and stime, in clock ticks (100 per second on Linux), fields 14 and 15.
         let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
@@ -99,6 +136,30 @@ impl ProcessMetrics {
         let ticks: u64 = after_name.split_whitespace().skip(11).take(2).filter_map(|t| t.parse::<u64>().ok()).sum();
         set_counter(&self.cpu_seconds, ticks as f64 / 100.0);
     }
+}
+
+impl ProcessMetrics {
+    fn set_written(&self, reason: &str, bytes: u64) {
+        let labels = WriteLabels { component: self.component.to_string(), reason: reason.to_string() };
+        let counter = self.written_by.get_or_create(&labels);
+        counter.inc_by(bytes.saturating_sub(counter.get()));
+    }
+}
+
+/// This process's start time: boot time plus its start in clock ticks (`/proc/self/stat`).
+fn process_start_time() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after_name = stat.rsplit_once(')')?.1;
+    // Field 22 (starttime); after the name, field 3 is the first.
+    let ticks: f64 = after_name.split_whitespace().nth(19)?.parse().ok()?;
+    let boot: f64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(boot + ticks / 100.0)
 }
 
 /// Sets a counter that mirrors a cumulative figure read elsewhere (it only moves forward).

@@ -186,7 +186,8 @@ impl DiskQueue {
         bytes.extend_from_slice(&crc32fast::hash(&batch.body).to_le_bytes());
         bytes.extend_from_slice(&batch.body);
         let mut file = OpenOptions::new().append(true).open(&path).map_err(io_error(&path))?;
-        file.write_all(&bytes).and_then(|()| file.sync_data()).map_err(io_error(&path))?;
+        crate::wear::measured("telemetry-buffer", bytes.len() as u64, || file.write_all(&bytes).and_then(|()| file.sync_data()))
+            .map_err(io_error(&path))?;
         segment.entries.push_back(Entry {
             offset: segment.size,
             len: batch.body.len() as u64,
@@ -236,7 +237,9 @@ impl DiskQueue {
     fn write_cursor(&self, seq: u64, offset: u64) -> Result<(), QueueError> {
         let path = self.dir.join("cursor");
         let tmp = self.dir.join("cursor.tmp");
-        std::fs::write(&tmp, format!("{seq} {offset}\n")).map_err(io_error(&tmp))?;
+        let cursor = format!("{seq} {offset}\n");
+        crate::wear::measured("telemetry-buffer", cursor.len() as u64, || std::fs::write(&tmp, &cursor))
+            .map_err(io_error(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(io_error(&path))
     }
 }
