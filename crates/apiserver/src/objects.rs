@@ -166,6 +166,7 @@ async fn route(
             "finalize" => ctx.rt.kind == "Namespace",
             "upload" => ctx.rt.group == "axle.dev" && ctx.rt.plural == "bundles",
             "token" => ctx.rt.group.is_empty() && ctx.rt.plural == "serviceaccounts",
+            "proxy" => ctx.rt.kind == "Node",
             _ => false,
         };
         if !served {
@@ -185,6 +186,7 @@ async fn route(
             Ok(json_reply(200, &scale_of(&obj)))
         }
         (Method::GET, Some(name), Some("log")) => pod_log(&ctx, &name).await,
+        (Method::GET, Some(name), Some("proxy")) => node_proxy(&ctx, &name, target.proxy_path.as_deref()).await,
         (Method::POST, None, None) => create(&ctx, &user, req.into_body()).await,
         (Method::POST, Some(name), Some("token")) => {
             let request = decode_object(&read_body(req.into_body()).await?, ctx.content_type.as_deref())?;
@@ -434,6 +436,29 @@ pub fn after_write(ctx: &Ctx) {
             tracing::error!(error = %e, "cannot refresh the served resource types");
         }
     }
+}
+
+/// What `nodes/{name}/proxy/` passes on to a node's agent: its metrics and usage summary.
+const PROXIED: &[&str] = &["metrics", "stats/summary"];
+
+/// `nodes/{name}/proxy/{path}`: the answer of the node's agent to `GET /{path}`, for the
+/// paths in [`PROXIED`] (as `kubectl get --raw /api/v1/nodes/NODE/proxy/metrics` expects).
+async fn node_proxy(ctx: &Ctx, name: &str, path: Option<&str>) -> Result<Reply, ApiError> {
+    let path = path.unwrap_or("");
+    if !PROXIED.contains(&path) {
+        return Err(ApiError::not_found("", "nodes/proxy", path));
+    }
+    let node = load(ctx, name)?;
+    let mut stream = crate::agents::request(&ctx.state, &node, &format!("/{path}")).await?;
+    let (status_line, mut body) = crate::agents::read_head(&mut stream, name).await?;
+    tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut body)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("the agent of node {name:?} failed the request: {e}")))?;
+    if !status_line.contains(" 200 ") {
+        return Err(ApiError::unavailable(format!("the agent of node {name:?} answered {status_line}")));
+    }
+    let content_type = if path == "metrics" { "text/plain; version=0.0.4; charset=utf-8" } else { "application/json" };
+    Ok(crate::http::bytes_reply(200, content_type, body))
 }
 
 /// `pods/{name}/binding`: places an unbound pod on a node (what a scheduler does; Axle's

@@ -35,6 +35,8 @@ pub struct ResourcePath {
     pub plural: String,
     pub name: Option<String>,
     pub subresource: Option<String>,
+    /// The path after `nodes/{name}/proxy/`: what is asked of the node's agent.
+    pub proxy_path: Option<String>,
 }
 
 pub fn parse(path: &str) -> Route {
@@ -62,6 +64,17 @@ pub fn parse(path: &str) -> Route {
 }
 
 fn resource(group: String, version: &str, rest: &[&str]) -> Route {
+    if let (true, ["nodes", name, "proxy", path @ ..]) = (group.is_empty(), rest) {
+        return Route::Resource(ResourcePath {
+            group,
+            version: version.to_string(),
+            namespace: None,
+            plural: "nodes".into(),
+            name: Some(name.to_string()),
+            subresource: Some("proxy".into()),
+            proxy_path: Some(path.join("/")),
+        });
+    }
     let owned = |s: &&str| s.to_string();
     let (namespace, plural, name, subresource) = match rest {
         // Namespaces' own subresources: /api/v1/namespaces/{name}/status|finalize.
@@ -89,6 +102,7 @@ fn resource(group: String, version: &str, rest: &[&str]) -> Route {
         plural: plural.to_string(),
         name,
         subresource,
+        proxy_path: None,
     })
 }
 
@@ -116,6 +130,9 @@ mod tests {
         assert_eq!((r.plural.as_str(), r.name.as_deref(), r.namespace), ("namespaces", Some("kube-system"), None));
         let r = res("/api/v1/namespaces/kube-system/status");
         assert_eq!((r.plural.as_str(), r.subresource.as_deref()), ("namespaces", Some("status")));
+        let r = res("/api/v1/nodes/hpc-1/proxy/metrics");
+        assert_eq!((r.name.as_deref(), r.subresource.as_deref()), (Some("hpc-1"), Some("proxy")));
+        assert_eq!(r.proxy_path.as_deref(), Some("metrics"));
         let r = res("/api/v1/namespaces/default/configmaps");
         assert_eq!((r.plural.as_str(), r.name), ("configmaps", None));
     }

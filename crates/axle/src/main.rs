@@ -6,6 +6,7 @@ mod footprint;
 mod image;
 mod self_update;
 mod up;
+mod wear;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -76,6 +77,28 @@ enum Command {
         /// Where to write the kubeconfig (mode 0600).
         #[arg(short, long)]
         output: PathBuf,
+    },
+    /// What the car writes to flash, by component and cause, per day and against a flash
+    /// part's endurance.
+    Wear {
+        /// How long to watch the car's write counters.
+        #[arg(long, default_value_t = 30)]
+        window_seconds: u64,
+        /// The flash part's size, e.g. `8GiB`.
+        #[arg(long, default_value = "8GiB", value_parser = wear::parse_size)]
+        flash_size: u64,
+        /// Its rated program/erase cycles.
+        #[arg(long, default_value_t = 3000)]
+        pe_cycles: u64,
+        /// The life the car must reach, in years.
+        #[arg(long, default_value_t = 15.0)]
+        years: f64,
+        /// `json` for one document.
+        #[arg(short, long)]
+        output: Option<String>,
+        /// The kubeconfig to use. [default: $KUBECONFIG]
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
     },
     /// What the car has installed and runs: bundle targets, images per node, ECU firmware.
     Inventory {
@@ -498,6 +521,14 @@ fn run(cli: Cli, started: Instant, log_sink: Option<telemetry::export::LogSink>)
             pki::write_durably(&output, text.as_bytes(), 0o600)
                 .with_context(|| format!("cannot write {}", output.display()))?;
             Ok(())
+        }
+        Command::Wear { window_seconds, flash_size, pe_cycles, years, output, kubeconfig } => {
+            single_threaded()?.block_on(async move {
+                let client = client::Client::new(client::Config::from_kubeconfig(&kubeconfig_path(kubeconfig)?)?);
+                let flash = wear::Flash { size_bytes: flash_size, pe_cycles: pe_cycles.max(1), years };
+                let window = std::time::Duration::from_secs(window_seconds.max(1));
+                wear::report(&client, window, &flash, output.as_deref() == Some("json")).await
+            })
         }
         Command::Inventory { output, kubeconfig } => single_threaded()?.block_on(async move {
             let client = client::Client::new(client::Config::from_kubeconfig(&kubeconfig_path(kubeconfig)?)?);
