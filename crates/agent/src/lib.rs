@@ -20,7 +20,7 @@ mod self_update;
 mod stats;
 mod supervisor;
 
-pub use logs::LogStorage;
+pub use logs::{memory_dir, LogStorage};
 pub use node::{Agent, Config, Telemetry};
 pub use self_update::SelfUpdate;
 

@@ -141,9 +141,11 @@ impl LogStorage {
 pub fn memory_dir(data_dir: &Path) -> PathBuf {
     let absolute = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
     // FNV-1a: stable across builds, so a new Axle finds the logs an older one wrote.
-    let hash = absolute.as_os_str().as_encoded_bytes().iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
+    let hash = absolute
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3));
     Path::new(MEMORY_ROOT).join(format!("axle-logs-{hash:016x}"))
 }
 

@@ -40,10 +40,12 @@ fn is_volatile(key: &str, old: Option<&Value>, new: &Value) -> bool {
     }
 }
 
-/// The object with every liveness timestamp (and the resourceVersion) taken out.
+/// The object with every liveness timestamp (and the resourceVersion, and the generation a
+/// renewal bumps as any spec change does) taken out.
 fn without_heartbeat(mut obj: Value) -> Value {
     if let Some(meta) = obj["metadata"].as_object_mut() {
         meta.remove("resourceVersion");
+        meta.remove("generation");
     }
     for entry in obj["metadata"]["managedFields"].as_array_mut().into_iter().flatten() {
         if let Some(entry) = entry.as_object_mut() {
@@ -67,7 +69,7 @@ mod tests {
     use serde_json::json;
 
     fn lease(renew: &str, holder: &str, time: &str) -> Value {
-        json!({"metadata": {"name": "hpc-1", "resourceVersion": "7",
+        json!({"metadata": {"name": "hpc-1", "resourceVersion": "7", "generation": 1,
                             "managedFields": [{"manager": "axle-agent", "operation": "Update", "time": time}]},
                "spec": {"holderIdentity": holder, "renewTime": renew}})
     }
@@ -76,7 +78,8 @@ mod tests {
     fn a_lease_renewal_is_volatile_and_a_new_holder_is_not() {
         let key = "coordination.k8s.io/leases/kube-node-lease/hpc-1";
         let old = lease("2026-12-07T10:00:00.000000Z", "hpc-1", "2026-12-07T10:00:00Z");
-        let renewed = lease("2026-12-07T10:00:10.000000Z", "hpc-1", "2026-12-07T10:00:10Z");
+        let mut renewed = lease("2026-12-07T10:00:10.000000Z", "hpc-1", "2026-12-07T10:00:10Z");
+        renewed["metadata"]["generation"] = json!(2); // a spec change, as the server counts it
         assert!(is_volatile(key, Some(&old), &renewed));
         let taken = lease("2026-12-07T10:00:10.000000Z", "hpc-2", "2026-12-07T10:00:10Z");
         assert!(!is_volatile(key, Some(&old), &taken));

@@ -522,14 +522,13 @@ fn run(cli: Cli, started: Instant, log_sink: Option<telemetry::export::LogSink>)
                 .with_context(|| format!("cannot write {}", output.display()))?;
             Ok(())
         }
-        Command::Wear { window_seconds, flash_size, pe_cycles, years, output, kubeconfig } => {
-            single_threaded()?.block_on(async move {
+        Command::Wear { window_seconds, flash_size, pe_cycles, years, output, kubeconfig } => single_threaded()?
+            .block_on(async move {
                 let client = client::Client::new(client::Config::from_kubeconfig(&kubeconfig_path(kubeconfig)?)?);
                 let flash = wear::Flash { size_bytes: flash_size, pe_cycles: pe_cycles.max(1), years };
                 let window = std::time::Duration::from_secs(window_seconds.max(1));
                 wear::report(&client, window, &flash, output.as_deref() == Some("json")).await
-            })
-        }
+            }),
         Command::Inventory { output, kubeconfig } => single_threaded()?.block_on(async move {
             let client = client::Client::new(client::Config::from_kubeconfig(&kubeconfig_path(kubeconfig)?)?);
             bundle::inventory(&client, output.as_deref()).await

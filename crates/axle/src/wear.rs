@@ -18,7 +18,12 @@ pub struct Flash {
 /// (component, node, reason) → bytes written so far.
 type Sample = BTreeMap<(String, String, String), u64>;
 
-pub async fn report(client: &client::Client, window: std::time::Duration, flash: &Flash, json: bool) -> anyhow::Result<()> {
+pub async fn report(
+    client: &client::Client,
+    window: std::time::Duration,
+    flash: &Flash,
+    json: bool,
+) -> anyhow::Result<()> {
     let first = sample(client).await?;
     tokio::time::sleep(window).await;
     let second = sample(client).await?;

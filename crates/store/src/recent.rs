@@ -123,12 +123,15 @@ mod tests {
             [("b".to_string(), None), ("c".to_string(), Some(bytes("c1"))), ("d".to_string(), Some(bytes("d1")))]
                 .into_iter()
                 .collect();
-        let merged: Vec<(String, String)> = Merge::new(base.into_iter(), overlay)
-            .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
-            .collect();
+        let merged: Vec<(String, String)> =
+            Merge::new(base.into_iter(), overlay).map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned())).collect();
         assert_eq!(
             merged,
-            [("a".to_string(), "a0".to_string()), ("c".to_string(), "c1".to_string()), ("d".to_string(), "d1".to_string())]
+            [
+                ("a".to_string(), "a0".to_string()),
+                ("c".to_string(), "c1".to_string()),
+                ("d".to_string(), "d1".to_string())
+            ]
         );
     }
 }

@@ -275,7 +275,8 @@ fn encode_record(rv: u64, changes: &[Change]) -> Result<Vec<u8>, StoreError> {
     let mut body = Vec::with_capacity(8 + changes.iter().map(|(_, c)| c.len() + 12).sum::<usize>());
     body.extend_from_slice(&rv.to_le_bytes());
     for (change_rv, bytes) in changes {
-        let len = u32::try_from(bytes.len()).map_err(|_| StoreError::Database("a change is too large to log".into()))?;
+        let len =
+            u32::try_from(bytes.len()).map_err(|_| StoreError::Database("a change is too large to log".into()))?;
         body.extend_from_slice(&change_rv.to_le_bytes());
         body.extend_from_slice(&len.to_le_bytes());
         body.extend_from_slice(bytes);

@@ -96,7 +96,12 @@ impl<'a> Txn<'a> {
     /// Every object whose key starts with `prefix`, with its key.
     pub fn list(&self, prefix: &str) -> Result<Vec<(String, Value)>, StoreError> {
         let mut overlay = self.layers.recent.range(prefix, prefix);
-        for key in self.staged.range::<str, _>(crate::recent::from(prefix)).map(|(k, _)| k).take_while(|k| k.starts_with(prefix)) {
+        for key in self
+            .staged
+            .range::<str, _>(crate::recent::from(prefix))
+            .map(|(k, _)| k)
+            .take_while(|k| k.starts_with(prefix))
+        {
             overlay.insert(key.clone(), self.raw(key)?);
         }
         let mut base = Vec::new();
@@ -148,7 +153,13 @@ impl<'a> Txn<'a> {
             staged.volatile = Some(None);
         }
         self.next_rv += 1;
-        self.events.push(Event { resource_version: rv, kind, key: key.to_string(), object: Arc::new(obj.clone()), volatile });
+        self.events.push(Event {
+            resource_version: rv,
+            kind,
+            key: key.to_string(),
+            object: Arc::new(obj.clone()),
+            volatile,
+        });
         Ok(obj)
     }
 
@@ -357,7 +368,8 @@ impl Writer {
             let objects = read_table(&rtx, OBJECTS)?;
             let layers = Layers { recent: &recent, objects: objects.as_ref(), codec: &self.codec };
             for job in batch.iter_mut() {
-                let mut txn = Txn { layers: &layers, staged: &mut staged, next_rv, undo: Vec::new(), events: Vec::new() };
+                let mut txn =
+                    Txn { layers: &layers, staged: &mut staged, next_rv, undo: Vec::new(), events: Vec::new() };
                 if job.run(&mut txn) {
                     next_rv = txn.next_rv;
                     events.append(&mut txn.events);

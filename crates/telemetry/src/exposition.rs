@@ -91,10 +91,9 @@ impl ProcessMetrics {
             written.clone(),
         );
         let written_by = Family::<WriteLabels, Counter>::default();
-        registry.register_with_unit(
+        registry.register(
             "axle_storage_bytes_written",
             "Bytes written to storage, by component and cause (other: not claimed by a cause)",
-            Unit::Bytes,
             written_by.clone(),
         );
         let start_time = Gauge::<f64, AtomicU64>::default();
@@ -181,8 +180,16 @@ mod tests {
         requests.inc();
         registry.register("requests", "Requests", requests);
         let process = ProcessMetrics::register(&mut registry, "test");
-        process.refresh();
+        crate::wear::add("pod-state", 4096);
+        process.refresh(&[("store-log", 8192)]);
         let (content_type, text) = render(&registry, "text/plain");
+        assert!(
+            text.contains("axle_storage_bytes_written_total{component=\"test\",reason=\"store-log\"} 8192\n"),
+            "{text}"
+        );
+        assert!(text.contains("axle_storage_bytes_written_total{component=\"test\",reason=\"pod-state\"} 4096\n"));
+        assert!(text.contains("reason=\"other\"}"), "what no cause claimed: {text}");
+        assert!(text.contains("process_start_time_seconds "));
         assert!(content_type.starts_with("text/plain; version=0.0.4"));
         assert!(text.contains("# TYPE requests_total counter\nrequests_total 1\n"), "{text}");
         assert!(!text.contains("# EOF") && !text.contains("# UNIT"));

@@ -186,8 +186,10 @@ impl DiskQueue {
         bytes.extend_from_slice(&crc32fast::hash(&batch.body).to_le_bytes());
         bytes.extend_from_slice(&batch.body);
         let mut file = OpenOptions::new().append(true).open(&path).map_err(io_error(&path))?;
-        crate::wear::measured("telemetry-buffer", bytes.len() as u64, || file.write_all(&bytes).and_then(|()| file.sync_data()))
-            .map_err(io_error(&path))?;
+        crate::wear::measured("telemetry-buffer", bytes.len() as u64, || {
+            file.write_all(&bytes).and_then(|()| file.sync_data())
+        })
+        .map_err(io_error(&path))?;
         segment.entries.push_back(Entry {
             offset: segment.size,
             len: batch.body.len() as u64,

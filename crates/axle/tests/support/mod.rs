@@ -88,6 +88,11 @@ impl Server {
     /// Starts a server on an existing data directory (restart after a crash), at the address
     /// it had, so that its agents find it again.
     pub fn start_in(dir: tempfile::TempDir) -> Server {
+        Server::start_in_with(dir, &[])
+    }
+
+    /// Like [`Server::start_in`], with extra `axle server` flags.
+    pub fn start_in_with(dir: tempfile::TempDir, extra: &[&str]) -> Server {
         let previous = std::fs::read_to_string(dir.path().join("admin.kubeconfig")).ok().and_then(|k| {
             k.lines().find_map(|l| {
                 let url = l.trim().strip_prefix("server: ")?;
@@ -95,8 +100,8 @@ impl Server {
             })
         });
         match previous {
-            Some(addr) => Server::launch(dir, &["--listen", &addr]),
-            None => Server::launch(dir, &[]),
+            Some(addr) => Server::launch(dir, &[&["--listen", addr.as_str()][..], extra].concat()),
+            None => Server::launch(dir, extra),
         }
     }
 
@@ -282,8 +287,15 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// Also removes the in-memory container logs of the agents whose directories lie in the
+    /// server's (they live in /dev/shm, outside the temporary directory).
     fn drop(&mut self) {
         self.kill9();
+        for entry in std::fs::read_dir(self.dir.path()).into_iter().flatten().filter_map(Result::ok) {
+            if entry.file_name().to_string_lossy().starts_with("agent-") && entry.path().is_dir() {
+                let _ = std::fs::remove_dir_all(agent::memory_dir(&entry.path()));
+            }
+        }
     }
 }
 
