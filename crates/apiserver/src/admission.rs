@@ -147,9 +147,21 @@ pub fn prepare_update(
     }
     if status_is_subresource(rt) {
         if subresource == Some("status") {
-            // A status write changes status (and metadata), never the spec.
+            // A status write changes status, never the spec, and of the metadata neither
+            // labels, annotations, finalizers nor owners (upstream's ResetObjectMetaForStatus):
+            // a node that may report its pods' status cannot relabel them through it.
             let status = new.get("status").cloned();
-            let metadata = new["metadata"].clone();
+            let mut metadata = new["metadata"].clone();
+            for reset in ["labels", "annotations", "finalizers", "ownerReferences"] {
+                match old["metadata"].get(reset) {
+                    Some(v) => metadata[reset] = v.clone(),
+                    None => {
+                        if let Some(m) = metadata.as_object_mut() {
+                            m.remove(reset);
+                        }
+                    }
+                }
+            }
             *new = old.clone();
             new["metadata"] = metadata;
             match status {

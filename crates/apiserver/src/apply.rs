@@ -200,6 +200,7 @@ async fn server_side_apply(
     let namespace = ctx.namespace.clone();
     let dry_run = ctx.dry_run;
     let name = name.to_string();
+    let (policy, user) = (ctx.state.policy.clone(), ctx.user.clone());
     write(&ctx.state, move |txn| {
         let schema = merge_schema(&rt);
         let schema_ref: Option<&dyn MergeSchema> = schema.as_ref().map(|s| s as &dyn MergeSchema);
@@ -211,6 +212,7 @@ async fn server_side_apply(
             let mut obj = applied.clone();
             obj["metadata"]["managedFields"] = json!([managed_entry(&manager, &rt.api_version(), &applied_set, None)]);
             prepare_create(&rt, &mut obj, namespace.as_deref(), txn)?;
+            crate::restriction::check(&policy, &user, &rt, None, &obj)?;
             if dry_run {
                 return Err(Abort::DryRun(Written::Created(obj)));
             }
@@ -268,6 +270,7 @@ async fn server_side_apply(
             }
         }
         prepare_update(&rt, &old, &mut new, sub, txn)?;
+        crate::restriction::check(&policy, &user, &rt, Some(&old), &new)?;
         store_update(txn, &key, &old, new, dry_run)
     })
     .await

@@ -1,7 +1,8 @@
 //! Authentication: who sent a request. In order: the client certificate of the TLS connection
 //! (CN = user, O = groups), then a bearer token — the static token file, the bootstrap token
 //! (`DATA_DIR/node-token`, group `system:bootstrappers`: it may only ask for a node
-//! certificate), or a ServiceAccount token this server issued (`serviceaccounts/NAME/token`).
+//! certificate, read from the file at each use: see `bootstrap`), or a ServiceAccount token
+//! this server issued (`serviceaccounts/NAME/token`).
 //! A request with none of these is anonymous; one with a token that matches nothing is refused.
 
 use crate::State;
@@ -21,22 +22,39 @@ const DEFAULT_TOKEN_SECONDS: i64 = 3600;
 /// Shortest lifetime Kubernetes grants (it answers 400 below it).
 const MIN_TOKEN_SECONDS: i64 = 600;
 
-const ISSUER: &str = "https://axle.local";
+/// The issuer of ServiceAccount tokens, and the API's audience unless `--api-audiences` says
+/// otherwise (as upstream, whose default API audience is the issuer).
+pub const ISSUER: &str = "https://axle.local";
 
 /// Bearer tokens the server knows, and the key its ServiceAccount tokens are signed with.
 pub struct Tokens {
     static_tokens: HashMap<String, User>,
+    /// Where the bootstrap token is (`DATA_DIR`).
+    data_dir: std::path::PathBuf,
     service_account_key: ring::hmac::Key,
+    /// A ServiceAccount token is accepted by the API only when it is meant for one of these.
+    api_audiences: Vec<String>,
 }
 
 impl Tokens {
-    pub fn new(static_tokens: HashMap<String, User>, bootstrap_token: &str, service_account_key: &[u8]) -> Tokens {
-        let mut static_tokens = static_tokens;
-        static_tokens.insert(bootstrap_token.to_string(), User::new(BOOTSTRAP_USER, [BOOTSTRAPPERS]));
+    pub fn new(
+        static_tokens: HashMap<String, User>,
+        data_dir: &Path,
+        service_account_key: &[u8],
+        api_audiences: Vec<String>,
+    ) -> Tokens {
+        let api_audiences = if api_audiences.is_empty() { vec![ISSUER.to_string()] } else { api_audiences };
         Tokens {
             static_tokens,
+            data_dir: data_dir.to_path_buf(),
             service_account_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, service_account_key),
+            api_audiences,
         }
+    }
+
+    /// The audiences a TokenRequest without any gets: the API's.
+    pub fn api_audiences(&self) -> &[String] {
+        &self.api_audiences
     }
 
     /// The user a bearer token names, or 401 for a token that matches nothing (expired,
@@ -44,6 +62,9 @@ impl Tokens {
     fn user(&self, state: &State, token: &str) -> Result<User, ApiError> {
         if let Some(user) = self.static_tokens.get(token) {
             return Ok(user.clone());
+        }
+        if crate::bootstrap::current_token(&self.data_dir).is_some_and(|bootstrap| bootstrap == token) {
+            return Ok(User::new(BOOTSTRAP_USER, [BOOTSTRAPPERS]));
         }
         self.service_account_user(state, token).ok_or_else(ApiError::unauthorized)
     }
@@ -66,7 +87,7 @@ impl Tokens {
         }
         let now = unix_now();
         let expires = now + seconds.min(MAX_TOKEN_SECONDS);
-        let audiences: Vec<String> = if audiences.is_empty() { vec![ISSUER.to_string()] } else { audiences.to_vec() };
+        let audiences: Vec<String> = if audiences.is_empty() { self.api_audiences.clone() } else { audiences.to_vec() };
         let claims = json!({
             "iss": ISSUER, "aud": audiences, "sub": format!("{SERVICE_ACCOUNT_PREFIX}{namespace}:{name}"),
             "iat": now, "nbf": now, "exp": expires,
@@ -85,6 +106,16 @@ impl Tokens {
         let claims: Value = serde_json::from_slice(&decode(signed_part.split_once('.')?.1)?).ok()?;
         let (now, expires) = (unix_now(), claims["exp"].as_i64()?);
         if now >= expires || claims["nbf"].as_i64().is_some_and(|nbf| now < nbf) {
+            return None;
+        }
+        // A token minted for another service (a vault, a cloud backend) is not a key to the API.
+        let audiences: Vec<&str> = match &claims["aud"] {
+            Value::String(one) => vec![one.as_str()],
+            Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        if !audiences.iter().any(|a| self.api_audiences.iter().any(|ours| ours == a)) {
+            tracing::debug!(?audiences, "refused a ServiceAccount token meant for another audience");
             return None;
         }
         // Bound to the ServiceAccount object: deleting it (or recreating it) revokes the token.

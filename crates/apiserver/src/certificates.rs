@@ -15,6 +15,8 @@ use std::time::Duration;
 
 /// The signer whose requests the server approves and signs by itself (node certificates).
 pub const NODE_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
+/// The signer of node endpoints' serving certificates.
+pub const SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
 /// Lifetime of the serving certificate, the admin's and the server's client certificate.
 const SERVER_CERT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 /// The identity the server presents to agents (their endpoint accepts `system:masters`).
@@ -29,6 +31,14 @@ pub struct SecurityConfig {
     pub token_file: Option<std::path::PathBuf>,
     /// Longest lifetime of a node certificate (nodes renew at two thirds of it).
     pub node_cert_validity: Duration,
+    /// The audiences ServiceAccount tokens must be meant for to be accepted by the API
+    /// (`--api-audiences`; empty: the token issuer, as upstream).
+    pub api_audiences: Vec<String>,
+    /// Node label prefixes only administrators set, beyond the defaults
+    /// (`--protected-node-label-prefix`).
+    pub protected_node_label_prefixes: Vec<String>,
+    /// How long a bootstrap token is valid from its creation (None: until rotated).
+    pub bootstrap_token_ttl: Option<Duration>,
 }
 
 /// The security state the request handlers share.
@@ -39,6 +49,11 @@ pub struct Security {
     /// TLS towards agents: their certificates checked against the CA, the server's own
     /// client certificate presented.
     pub agent_tls: Arc<rustls::ClientConfig>,
+    /// The names and addresses the server's certificate names: no node may be called so.
+    pub server_names: Vec<String>,
+    /// The bearer token of the update controller's identity (`restriction::UPDATE_CONTROLLER_USER`),
+    /// made at start and held in memory only.
+    pub update_controller_token: String,
 }
 
 /// What `start` needs to serve TLS and write the admin kubeconfig.
@@ -50,12 +65,7 @@ pub struct Prepared {
 
 /// Loads or creates the CA (`DATA_DIR/pki/`), issues this start's serving certificate and
 /// client identities, and reads the token sources.
-pub fn prepare(
-    data_dir: &Path,
-    config: &SecurityConfig,
-    listen: SocketAddr,
-    bootstrap_token: &str,
-) -> anyhow::Result<Prepared> {
+pub fn prepare(data_dir: &Path, config: &SecurityConfig, listen: SocketAddr) -> anyhow::Result<Prepared> {
     use anyhow::Context as _;
     let pki_dir = data_dir.join("pki");
     let authority = pki::Authority::load_or_create(&pki_dir, "axle-ca").context("cannot set up the car's CA")?;
@@ -79,9 +89,31 @@ pub fn prepare(
     };
     let service_account_key =
         crate::ensure_key(&pki_dir.join("service-account.key"), "ServiceAccount tokens cannot be checked")?;
-    let tokens = Tokens::new(static_tokens, bootstrap_token, &service_account_key);
-    let security = Security { authority, tokens, node_cert_validity: config.node_cert_validity, agent_tls };
+    let mut static_tokens = static_tokens;
+    let update_controller_token = random_token();
+    static_tokens
+        .insert(update_controller_token.clone(), User::new(crate::restriction::UPDATE_CONTROLLER_USER, [MASTERS]));
+    let tokens = Tokens::new(static_tokens, data_dir, &service_account_key, config.api_audiences.clone());
+    let server_names = serving_subject
+        .dns_names
+        .iter()
+        .cloned()
+        .chain(serving_subject.ip_addresses.iter().map(|ip| ip.to_string()))
+        .collect();
+    let security = Security {
+        authority,
+        tokens,
+        server_names,
+        node_cert_validity: config.node_cert_validity,
+        agent_tls,
+        update_controller_token,
+    };
     Ok(Prepared { security, server_tls, admin })
+}
+
+/// A bearer token of 244 random bits.
+fn random_token() -> String {
+    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
 }
 
 fn dns_names(config: &SecurityConfig) -> Vec<String> {
@@ -166,10 +198,26 @@ pub fn kubeconfig(server: &str, ca_pem: Option<&str>, client: Option<&pki::Issue
     )
 }
 
-/// The status a CertificateSigningRequest gets at creation: approved and signed when it asks
-/// the node signer for a node's certificate and the requester may have it (the bootstrap
-/// token, or the node renewing its own), else none (it stays pending).
-pub fn sign_at_creation(security: &Security, user: &User, csr: &mut Value) -> Result<Option<Value>, ApiError> {
+/// What signing a request at its creation gave.
+pub struct Signed {
+    /// The request's status: approved with its certificate.
+    pub status: Value,
+    /// A registered node that joined again with the bootstrap token: its approval is used up.
+    pub rejoined: Option<String>,
+}
+
+/// The status a CertificateSigningRequest gets at creation, for the two node signers (other
+/// requests stay pending):
+/// - `kube-apiserver-client-kubelet`: a node's client certificate, for the bootstrap token
+///   (within `bootstrap::may_join`), the node renewing its own, or an administrator;
+/// - `kubelet-serving`: the serving certificate of a node's endpoint, naming the node alone,
+///   for the node itself or an administrator.
+pub fn sign_at_creation(
+    state: &crate::State,
+    security: &Security,
+    user: &User,
+    csr: &mut Value,
+) -> Result<Option<Signed>, ApiError> {
     let name = api::meta::name_of(csr).to_string();
     let invalid = |why: String| {
         ApiError::invalid(
@@ -182,9 +230,12 @@ pub fn sign_at_creation(security: &Security, user: &User, csr: &mut Value) -> Re
     // What the requester is, recorded as Kubernetes does (server-owned fields).
     csr["spec"]["username"] = json!(user.name);
     csr["spec"]["groups"] = json!(user.groups);
-    if csr["spec"]["signerName"].as_str() != Some(NODE_SIGNER) {
-        return Ok(None);
-    }
+    let signer = csr["spec"]["signerName"].as_str().unwrap_or("").to_string();
+    let serving = match signer.as_str() {
+        NODE_SIGNER => false,
+        SERVING_SIGNER => true,
+        _ => return Ok(None),
+    };
     let request_pem = csr["spec"]["request"]
         .as_str()
         .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
@@ -195,41 +246,54 @@ pub fn sign_at_creation(security: &Security, user: &User, csr: &mut Value) -> Re
         .common_name
         .strip_prefix(NODE_USER_PREFIX)
         .filter(|n| api::meta::dns_subdomain_error(n).is_none() && asked.organizations == [NODES])
-        .ok_or_else(|| invalid(format!("the {NODE_SIGNER} signer signs only CN=system:node:NAME, O=system:nodes")))?;
-    let may = user.in_group(BOOTSTRAPPERS) || user.in_group(MASTERS) || user.name == asked.common_name;
-    if !may {
-        return Err(ApiError::forbidden(format!(
-            "user {:?} may not request a certificate for node {node:?}: only the bootstrap token or the node itself may",
-            user.name
-        )));
+        .ok_or_else(|| invalid(format!("the {signer} signer signs only CN=system:node:NAME, O=system:nodes")))?;
+    let itself = user.name == asked.common_name && user.in_group(NODES);
+    let mut rejoined = None;
+    if !(itself || user.in_group(MASTERS)) {
+        if serving || !user.in_group(BOOTSTRAPPERS) {
+            let who = if serving { "the node itself" } else { "the bootstrap token or the node itself" };
+            return Err(ApiError::forbidden(format!(
+                "user {:?} may not request a {signer} certificate for node {node:?}: only {who} may",
+                user.name
+            )));
+        }
+        crate::bootstrap::may_join(state, &security.server_names, node)?;
+        rejoined = Some(node.to_string());
     }
     let asked_seconds = csr["spec"]["expirationSeconds"].as_u64().map(Duration::from_secs);
     let validity = asked_seconds.map_or(security.node_cert_validity, |s| s.min(security.node_cert_validity));
-    let granted =
-        pki::Subject { dns_names: vec![node.to_string()], ..pki::Subject::user(&asked.common_name, &[NODES]) };
-    let cert = security
-        .authority
-        .sign_request(&request_pem, &granted, pki::Usage::ClientAndServer, validity)
-        .map_err(|e| invalid(e.to_string()))?;
+    // Whatever names the request asks for: a client certificate names none, a serving one the
+    // node alone (the server reaches agents by node name).
+    let (dns_names, usage) =
+        if serving { (vec![node.to_string()], pki::Usage::Server) } else { (Vec::new(), pki::Usage::Client) };
+    let granted = pki::Subject { dns_names, ..pki::Subject::user(&asked.common_name, &[NODES]) };
+    let cert =
+        security.authority.sign_request(&request_pem, &granted, usage, validity).map_err(|e| invalid(e.to_string()))?;
     let now = api::meta::now_rfc3339();
-    Ok(Some(json!({
+    let status = json!({
         "conditions": [{"type": "Approved", "status": "True", "reason": "AutoApproved",
             "message": "Auto approving node certificate", "lastUpdateTime": now, "lastTransitionTime": now}],
         "certificate": base64::engine::general_purpose::STANDARD.encode(cert.as_bytes()),
-    })))
+    });
+    // Only a join of a registered node (approved) uses an approval up.
+    let rejoined = rejoined.filter(|n| state.store.get(&store::key("core/nodes", "", n)).ok().flatten().is_some());
+    Ok(Some(Signed { status, rejoined }))
 }
 
 /// `serviceaccounts/NAME/token` (TokenRequest): a token for the ServiceAccount.
 pub fn token_request(security: &Security, account: &Value, request: &Value) -> Result<Value, ApiError> {
     let namespace = api::meta::namespace_of(account);
     let name = api::meta::name_of(account);
-    let audiences: Vec<String> = request["spec"]["audiences"]
+    let mut audiences: Vec<String> = request["spec"]["audiences"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)
         .map(String::from)
         .collect();
+    if audiences.is_empty() {
+        audiences = security.tokens.api_audiences().to_vec();
+    }
     let seconds = request["spec"]["expirationSeconds"].as_i64();
     let (token, expires) = security.tokens.issue_service_account_token(
         namespace,

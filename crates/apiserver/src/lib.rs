@@ -15,6 +15,7 @@ mod agents;
 mod apply;
 mod authn;
 mod authz;
+mod bootstrap;
 mod certificates;
 mod discovery;
 mod http;
@@ -24,6 +25,7 @@ mod objects;
 mod protobuf;
 mod registry;
 mod resource_metrics;
+mod restriction;
 mod routes;
 mod schemas;
 mod uploads;
@@ -73,6 +75,8 @@ pub(crate) struct State {
     pub metrics: metrics::Metrics,
     /// None when serving plain HTTP without authentication.
     pub security: Option<certificates::Security>,
+    /// What writers may change beyond what they may write (node restriction, campaigns).
+    pub policy: restriction::Policy,
 }
 
 impl State {
@@ -105,6 +109,12 @@ impl RunningServer {
     pub fn metrics_source(&self) -> telemetry::export::MetricsSource {
         let state = self.state.clone();
         Box::new(move || state.metrics.render(&state, "text/plain").1)
+    }
+
+    /// The bearer token the server's update controller authenticates with (its own identity,
+    /// the only one that moves a campaign's phase); None without authentication.
+    pub fn update_controller_token(&self) -> Option<String> {
+        self.state.security.as_ref().map(|s| s.update_controller_token.clone())
     }
 
     /// Stops accepting connections, ends open watches cleanly, waits for in-flight requests
@@ -141,9 +151,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let local_addr = listener.local_addr()?;
-    let token = ensure_node_token(&config.data_dir)?;
+    // The bootstrap token agents and the ECU gateway present, created once.
+    let ttl = config.security.as_ref().and_then(|s| s.bootstrap_token_ttl);
+    bootstrap::ensure_token(&config.data_dir, ttl)?;
     let prepared = match &config.security {
-        Some(security) => Some(certificates::prepare(&config.data_dir, security, local_addr, &token)?),
+        Some(security) => Some(certificates::prepare(&config.data_dir, security, local_addr)?),
         None => {
             tracing::warn!("serving plain HTTP without authentication (--insecure-http): anyone who reaches {local_addr} controls the car");
             None
@@ -162,6 +174,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         content,
         data_dir: config.data_dir.clone(),
         metrics: metrics::Metrics::new(&config.metrics),
+        policy: restriction::Policy::new(
+            config.security.as_ref().map(|s| s.protected_node_label_prefixes.as_slice()).unwrap_or_default(),
+            security.is_some(),
+        ),
         security,
     });
     state.refresh_registry().context("cannot read the stored CRDs")?;
@@ -365,7 +381,14 @@ async fn serve(state: Arc<State>, req: hyper::Request<hyper::body::Incoming>, ro
     }
 }
 
-/// The bootstrap token agents and the ECU gateway present (`DATA_DIR/node-token`), created once.
+pub use bootstrap::JOIN_APPROVED;
+
+/// Replaces the bootstrap token of the server whose data directory is `data_dir` (valid for
+/// `ttl`, or until rotated again); returns the new token.
+pub fn rotate_node_token(data_dir: &Path, ttl: Option<Duration>) -> anyhow::Result<String> {
+    bootstrap::rotate(data_dir, ttl)
+}
+
 /// Secrets are stored encrypted with the key in `DATA_DIR/secrets.key` (mode 0600).
 const SECRETS_PREFIX: &str = "core/secrets/";
 
@@ -387,19 +410,6 @@ pub(crate) fn ensure_key(path: &Path, loss: &str) -> anyhow::Result<[u8; 32]> {
         }
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
-}
-
-fn ensure_node_token(data_dir: &Path) -> anyhow::Result<String> {
-    let path = data_dir.join("node-token");
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        let token = existing.trim().to_string();
-        if !token.is_empty() {
-            return Ok(token);
-        }
-    }
-    let token = uuid::Uuid::new_v4().simple().to_string();
-    write_private(&path, token.as_bytes())?;
-    Ok(token)
 }
 
 /// A kubeconfig for `user` in `groups` with a client certificate from the CA in

@@ -73,6 +73,8 @@ impl Written {
 /// Request facts every handler needs.
 pub struct Ctx {
     pub state: Arc<State>,
+    /// Who asks (after impersonation).
+    pub user: User,
     pub rt: ResourceType,
     pub namespace: Option<String>,
     pub query: Query,
@@ -147,6 +149,7 @@ async fn route(
     let content_type = header(hyper::header::CONTENT_TYPE);
     let ctx = Ctx {
         state: state.clone(),
+        user: user.clone(),
         namespace: target.namespace.clone(),
         shape: wants_table(accept.as_deref()),
         content_type,
@@ -386,13 +389,20 @@ async fn create(ctx: &Ctx, user: &User, body: Incoming) -> Result<Reply, ApiErro
     let body = read_body(body).await?;
     let (mut obj, warnings) = decode_for_write(ctx, &body)?;
     // A node's certificate request is signed as it is created (the server is the signer).
-    let status = match (&ctx.state.security, ctx.rt.kind.as_str()) {
+    let signed = match (&ctx.state.security, ctx.rt.kind.as_str()) {
         (Some(security), "CertificateSigningRequest") if !ctx.rt.custom => {
-            crate::certificates::sign_at_creation(security, user, &mut obj)?
+            crate::certificates::sign_at_creation(&ctx.state, security, user, &mut obj)?
         }
         _ => None,
     };
+    let (status, rejoined) = match signed {
+        Some(signed) => (Some(signed.status), signed.rejoined),
+        None => (None, None),
+    };
     let written = create_object(ctx, obj, status).await?;
+    if let Some(node) = rejoined {
+        crate::bootstrap::consume_approval(&ctx.state, &node).await;
+    }
     after_write(ctx);
     Ok(ctx.object_reply(201, written.object(), &warnings))
 }
@@ -412,11 +422,13 @@ pub async fn create_object(ctx: &Ctx, mut obj: Value, status: Option<Value>) -> 
     let rt = ctx.rt.clone();
     let namespace = ctx.namespace.clone();
     let dry_run = ctx.dry_run;
+    let (policy, user) = (ctx.state.policy.clone(), ctx.user.clone());
     write(&ctx.state, move |txn| {
         prepare_create(&rt, &mut obj, namespace.as_deref(), txn)?;
         if let Some(status) = status {
             obj["status"] = status;
         }
+        crate::restriction::check(&policy, &user, &rt, None, &obj)?;
         let key = store::key(&rt.storage_prefix(), namespace.as_deref().unwrap_or(""), name_of(&obj));
         if txn.get(&key)?.is_some() {
             return Err(ApiError::already_exists(&rt.group, &rt.plural, name_of(&obj)).into());
@@ -513,6 +525,7 @@ where
     let key = ctx.key(name);
     let name = name.to_string();
     let dry_run = ctx.dry_run;
+    let (policy, user) = (ctx.state.policy.clone(), ctx.user.clone());
     write(&ctx.state, move |txn| {
         let old = txn.get(&key)?.ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, &name))?;
         let mut new = compute(&old)?;
@@ -522,6 +535,7 @@ where
             }
         }
         prepare_update(&rt, &old, &mut new, subresource.as_deref(), txn)?;
+        crate::restriction::check(&policy, &user, &rt, Some(&old), &new)?;
         store_update(txn, &key, &old, new, dry_run)
     })
     .await

@@ -36,6 +36,9 @@ enum Command {
     /// Images in the car's own registry.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Node join: approve a registered node's new join, rotate the bootstrap token.
+    #[command(subcommand)]
+    Node(NodeCommand),
     /// Run a simulated ECU: a DoIP entity with a UDS server and a bootloader (flash bank in a file).
     EcuSim(EcuSimArgs),
     /// Reprogram one ECU over DoIP/UDS with a firmware image, then read its version back.
@@ -195,6 +198,36 @@ fn parse_forced_nrc(text: &str) -> Result<(u8, u8), String> {
     let (service, code) = text.split_once(':').ok_or_else(|| format!("{text:?} is not SID:NRC"))?;
     let hex = |t: &str| u8::from_str_radix(t.trim_start_matches("0x"), 16).map_err(|e| format!("{t:?}: {e}"));
     Ok((hex(service)?, hex(code)?))
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Let a registered node join again with the bootstrap token, once (its data directory was
+    /// wiped, its computer replaced). Nodes not registered yet need no approval.
+    Approve {
+        /// The node's name.
+        name: String,
+        /// The kubeconfig to use. [default: $KUBECONFIG]
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+    },
+    /// The bootstrap token.
+    #[command(subcommand)]
+    Token(NodeTokenCommand),
+}
+
+#[derive(Subcommand)]
+enum NodeTokenCommand {
+    /// Replace the bootstrap token (run on the server's computer; the server takes the new one
+    /// at its next use, the old one stops working at once). Prints the new token.
+    Rotate {
+        /// The server's data directory. [default: as `axle server`]
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// How long the new token is valid, in seconds (0: until rotated again).
+        #[arg(long, default_value_t = 7 * 24 * 3600)]
+        ttl_seconds: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -391,6 +424,20 @@ struct ServerArgs {
     /// Longest lifetime of a node certificate, in seconds; nodes renew at two thirds of it.
     #[arg(long, default_value_t = 365 * 24 * 3600)]
     node_cert_validity_seconds: u64,
+    /// Audiences a ServiceAccount token must be meant for to be accepted by the API
+    /// (comma-separated; default: the token issuer, https://axle.local). Tokens requested for
+    /// other audiences work for those services only.
+    #[arg(long, value_delimiter = ',')]
+    api_audiences: Vec<String>,
+    /// A node label prefix only administrators may set, beyond node-restriction.kubernetes.io/,
+    /// node-role.kubernetes.io/ and safety.axle.dev/ (repeatable; a key without `/` protects
+    /// the keys that start with it, e.g. `safety`).
+    #[arg(long = "protected-node-label-prefix")]
+    protected_node_label_prefixes: Vec<String>,
+    /// How long the bootstrap token (`DATA_DIR/node-token`) is valid from its creation, in
+    /// seconds (0: until `axle node token rotate`).
+    #[arg(long, default_value_t = 7 * 24 * 3600)]
+    bootstrap_token_ttl_seconds: u64,
     #[command(flatten)]
     otlp: OtlpArgs,
 }
@@ -529,6 +576,26 @@ fn run(cli: Cli, started: Instant, log_sink: Option<telemetry::export::LogSink>)
                 let window = std::time::Duration::from_secs(window_seconds.max(1));
                 wear::report(&client, window, &flash, output.as_deref() == Some("json")).await
             }),
+        Command::Node(NodeCommand::Approve { name, kubeconfig }) => single_threaded()?.block_on(async move {
+            let client = client::Client::new(client::Config::from_kubeconfig(&kubeconfig_path(kubeconfig)?)?);
+            let patch =
+                serde_json::json!({"metadata": {"annotations": {apiserver::JOIN_APPROVED: api::meta::now_rfc3339()}}});
+            match client.merge_patch(&format!("/api/v1/nodes/{name}"), &patch).await {
+                Ok(_) => println!("node/{name} may join again once with the bootstrap token"),
+                Err(e) if e.is_not_found() => {
+                    println!("node/{name} is not registered: it may join with the bootstrap token as it is")
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot approve node {name}"))),
+            }
+            Ok(())
+        }),
+        Command::Node(NodeCommand::Token(NodeTokenCommand::Rotate { data_dir, ttl_seconds })) => {
+            let data_dir = data_dir.unwrap_or_else(default_data_dir);
+            let ttl = (ttl_seconds > 0).then(|| std::time::Duration::from_secs(ttl_seconds));
+            let token = apiserver::rotate_node_token(&data_dir, ttl)?;
+            println!("{token}");
+            Ok(())
+        }
         Command::Inventory { output, kubeconfig } => single_threaded()?.block_on(async move {
             let client = client::Client::new(client::Config::from_kubeconfig(&kubeconfig_path(kubeconfig)?)?);
             bundle::inventory(&client, output.as_deref()).await
@@ -620,11 +687,11 @@ async fn run_agent(args: AgentArgs, log_sink: Option<telemetry::export::LogSink>
     let (client, endpoint_tls) = match node_connection(&args.connection, &args.data_dir)? {
         NodeConnection::Kubeconfig(config) => (std::sync::Arc::new(client::Client::new(config)), None),
         NodeConnection::Join(join) => {
-            let node = join.node_client(&args.node_name)?;
+            let node = join.node_client(&args.node_name, true)?;
             if let Some(renewal) = node.renewal {
                 tokio::spawn(renewal.run(shutdown.clone()));
             }
-            let endpoint_tls = match (&join.ca_pem, node.identity) {
+            let endpoint_tls = match (&join.ca_pem, node.serving) {
                 (Some(ca), Some(identity)) => Some(pki::endpoint_server_config(ca, identity)?),
                 _ => None,
             };
@@ -827,7 +894,7 @@ fn run_server(args: ServerArgs, started: Instant, log_sink: Option<telemetry::ex
             metrics.push(std::sync::Arc::new(export_metrics.clone()));
         }
         let config = apiserver::Config {
-            data_dir,
+            data_dir: data_dir.clone(),
             listen: args.listen,
             store: store::Options { change_log_capacity: args.change_log_capacity.max(1), ..store::Options::default() },
             metrics,
@@ -835,6 +902,10 @@ fn run_server(args: ServerArgs, started: Instant, log_sink: Option<telemetry::ex
                 tls_sans: args.tls_sans.clone(),
                 token_file: args.token_auth_file.clone(),
                 node_cert_validity: std::time::Duration::from_secs(args.node_cert_validity_seconds.max(10)),
+                api_audiences: args.api_audiences.clone(),
+                protected_node_label_prefixes: args.protected_node_label_prefixes.clone(),
+                bootstrap_token_ttl: (args.bootstrap_token_ttl_seconds > 0)
+                    .then(|| std::time::Duration::from_secs(args.bootstrap_token_ttl_seconds)),
             }),
         };
         let server = apiserver::start(config).await?;
@@ -860,7 +931,14 @@ fn run_server(args: ServerArgs, started: Instant, log_sink: Option<telemetry::ex
             reconcile_metrics.clone(),
             controllers_shutdown.clone(),
         ));
-        let updates_client = client::Client::new(client::Config::from_kubeconfig(&server.kubeconfig)?);
+        // The update controller acts as its own identity: the only one that moves a campaign.
+        let mut updates_config = client::Config::from_kubeconfig(&server.kubeconfig)?;
+        if let Some(token) = server.update_controller_token() {
+            let ca = std::fs::read_to_string(data_dir.join("pki").join("ca.crt"))
+                .context("cannot read the car's CA for the update controller")?;
+            updates_config = client::Config::new(&updates_config.server, Some(token)).with_tls(&ca, None)?;
+        }
+        let updates_client = client::Client::new(updates_config);
         tokio::spawn(controllers::updates::run(updates_client, updates, reconcile_metrics, controllers_shutdown));
         // An idle control plane holds only what serving needs.
         footprint::release_startup_memory_now_and_once_settled();

@@ -194,8 +194,13 @@ pub async fn run(data_dir: PathBuf, listen: std::net::SocketAddr) -> anyhow::Res
         medium.display()
     );
     println!("  kubectl get campaigns; axle inventory");
+    println!("  axle wear --window-seconds 30   # what the car writes to flash (an idle car: nothing)");
     println!();
-    println!("Logs: {}/*.log. Press Ctrl-C to stop.", data_dir.display());
+    println!(
+        "Logs: {}/*.log. Container logs are kept in memory (axle agent --log-storage memory, the default):",
+        data_dir.display()
+    );
+    println!("a chatty workload wears no flash; they are gone after a reboot. Press Ctrl-C to stop.");
     wait_for_exit(&mut processes).await
 }
 

@@ -96,7 +96,7 @@ impl Connection {
         match self {
             Connection::Shared(client) => Ok(client.clone()),
             Connection::PerNode(join) => {
-                let node = join.node_client(ecu)?;
+                let node = join.node_client(ecu, false)?;
                 if let Some(renewal) = node.renewal {
                     tokio::spawn(renewal.run(shutdown.clone()));
                 }

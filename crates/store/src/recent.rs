@@ -42,8 +42,11 @@ impl Recent {
     }
 
     pub(crate) fn set_durable(&mut self, key: &str, slot: Slot) {
-        self.unflushed_bytes += key.len() + slot.as_ref().map_or(0, |b| b.len());
-        self.unflushed.insert(key.to_string(), slot);
+        let size = |slot: &Slot| key.len() + slot.as_ref().map_or(0, |b| b.len());
+        self.unflushed_bytes += size(&slot);
+        if let Some(replaced) = self.unflushed.insert(key.to_string(), slot) {
+            self.unflushed_bytes -= size(&replaced);
+        }
     }
 
     /// The entries under `prefix` from `start` on, volatile over unflushed, in key order.

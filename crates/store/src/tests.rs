@@ -282,7 +282,7 @@ async fn deleting_a_volatile_object_writes_nothing_and_a_durable_one_is_logged()
 async fn checkpoints_move_changes_into_redb_and_a_power_cut_replays_the_log() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("store.redb");
-    let options = Options { checkpoint_bytes: 2_000, ..Options::default() };
+    let options = Options { checkpoint_bytes: 300, ..Options::default() };
     let store = Store::open(&path, options.clone()).expect("opens");
     for i in 0..60 {
         let key = format!("core/configmaps/default/c{}", i % 7);

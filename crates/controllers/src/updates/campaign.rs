@@ -116,6 +116,22 @@ pub async fn step(client: &Client, config: &Config, campaign: &Value) -> Result<
         }
         "Verifying" => return verify(client, config, campaign, &targets).await,
         "Committing" => {
+            // Every target is checked again, whatever the status says: what becomes the
+            // installed state (and the inventory) must be what is really in place.
+            for target in &targets {
+                match targets::health(client, config, target).await? {
+                    Health::Healthy => {}
+                    Health::Failed(why) => {
+                        fail(client, campaign, &target.name, "NotInPlace", &format!("not in place at commit: {why}"))
+                            .await?;
+                        return Ok(Some(Duration::ZERO));
+                    }
+                    Health::Waiting(why) => {
+                        enter(client, campaign, "Verifying", total, &format!("not healthy at commit: {why}")).await?;
+                        return Ok(Some(Duration::ZERO));
+                    }
+                }
+            }
             commit(client, config, campaign, &targets).await?;
             let status = json!({"phase": "Committed", "progress": format!("{total}/{total}"), "finishedAt": api::meta::now_rfc3339()});
             let message = format!("bundle version {} is installed", campaign["spec"]["version"]);
