@@ -58,7 +58,7 @@ struct Figure {
 /// The store before the log: one redb commit (fsync) per batch, object and change-log entry.
 fn redb_per_commit(changes: usize, durable_every: usize) -> (u64, f64) {
     let dir = scratch(&format!("redb-{durable_every}"));
-    let db = redb::Database::builder().set_cache_size(256 << 10).create(&dir.join("store.redb")).expect("redb");
+    let db = redb::Database::builder().set_cache_size(256 << 10).create(dir.join("store.redb")).expect("redb");
     let before = written();
     let started = Instant::now();
     for n in 0..changes {

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod identities;
 pub mod launched;
 
 use std::io::{Read, Write};

@@ -38,6 +38,35 @@ pub fn phase(campaign: &Value) -> &str {
     campaign["status"]["phase"].as_str().unwrap_or("")
 }
 
+/// The record of what intake verified for a campaign (`DATA_DIR/updates/campaigns/NAME/`).
+pub fn verified_path(config: &Config, campaign: &str) -> std::path::PathBuf {
+    config.campaign_dir(campaign).join("verified.json")
+}
+
+/// Why a campaign is not one intake verified and staged: no bundle of it was staged on this car
+/// (someone wrote the Campaign), or its version or targets differ from what was verified
+/// (someone edited it). A campaign staged by an Axle before the record existed has none: its
+/// staged targets stand for it.
+fn unverified(config: &Config, campaign: &Value) -> Option<String> {
+    let name = api::meta::name_of(campaign);
+    let record = match std::fs::read(verified_path(config, name)) {
+        Ok(bytes) => serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+        Err(_) if config.campaign_dir(name).join("staged").is_dir() => return None,
+        Err(_) => return Some("no verified bundle was staged for this campaign on this car".into()),
+    };
+    // What decides what is installed, whatever else the API's schema keeps of a target.
+    let essentials = |targets: &Value| -> Vec<(Value, Value, Value, Value)> {
+        let targets = targets.as_array().map(Vec::as_slice).unwrap_or_default();
+        targets
+            .iter()
+            .map(|t| (t["name"].clone(), t["kind"].clone(), t["sha256"].clone(), t["length"].clone()))
+            .collect()
+    };
+    let spec = &campaign["spec"];
+    (record["version"] != spec["version"] || essentials(&record["targets"]) != essentials(&spec["targets"]))
+        .then(|| "the campaign's version or targets differ from the bundle verified for it".into())
+}
+
 pub fn is_finished(campaign: &Value) -> bool {
     matches!(phase(campaign), "Committed" | "RolledBack")
 }
@@ -54,6 +83,12 @@ pub async fn step(client: &Client, config: &Config, campaign: &Value) -> Result<
     let total = targets.len();
     let aborted = campaign["metadata"]["annotations"][ABORT_ANNOTATION] == "true";
     let phase = phase(campaign);
+    if phase != "RollingBack" {
+        if let Some(why) = unverified(config, campaign) {
+            fail(client, campaign, "", "NotVerified", &why).await?;
+            return Ok(Some(Duration::ZERO));
+        }
+    }
     if aborted && matches!(phase, "" | "Staging" | "Activating" | "Verifying") {
         fail(client, campaign, "", "Aborted", &format!("{ABORT_ANNOTATION}=true")).await?;
         return Ok(Some(Duration::ZERO));

@@ -74,6 +74,12 @@ pub async fn verify(client: &Client, config: &Config, bundle_obj: &Value) -> Res
             json!({"name": t.name, "kind": kind, "sha256": t.sha256, "length": t.length, "custom": t.custom})
         })
         .collect();
+    // What was verified, kept beside the staged targets: the campaign must say the same.
+    let record = json!({"version": verified.version, "targets": targets});
+    super::write_durably(
+        &super::campaign::verified_path(config, &name),
+        &serde_json::to_vec(&record).unwrap_or_default(),
+    )?;
     let mut spec =
         json!({"bundle": name, "version": verified.version, "expires": verified.expires, "targets": targets});
     if let Some(seconds) = verified.campaign["healthTimeoutSeconds"].as_u64() {
