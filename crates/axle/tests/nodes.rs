@@ -138,7 +138,7 @@ fn a_node_cut_off_goes_not_ready_keeps_running_its_pods_and_recovers() {
     });
     let agent_dir = server.data_dir().join("agent-hpc-1");
     let log_size = || -> u64 {
-        let pods = std::fs::read_dir(agent_dir.join("pods")).into_iter().flatten().flatten();
+        let pods = std::fs::read_dir(agent::memory_dir(&agent_dir).join("pods")).into_iter().flatten().flatten();
         pods.filter_map(|p| std::fs::metadata(p.path().join("c/0.log")).ok()).map(|m| m.len()).sum()
     };
 

@@ -48,7 +48,8 @@ fn up_starts_the_car_with_sample_workloads_and_stops_on_ctrl_c() {
         (String::from_utf8_lossy(&out.stdout) == "Running hpc-2").then_some(())
     });
     let log = wait_for("the telemetry log to show the configured region", Duration::from_secs(20), || {
-        let pods = std::fs::read_dir(dir.path().join("hpc-2/pods")).ok()?;
+        // Container logs are kept in memory (the agents' default --log-storage).
+        let pods = std::fs::read_dir(agent::memory_dir(&dir.path().join("hpc-2")).join("pods")).ok()?;
         let pod_dir = pods.filter_map(Result::ok).next()?.path();
         let text = std::fs::read_to_string(pod_dir.join("logger/0.log")).ok()?;
         text.contains("region=eu").then_some(text)
@@ -142,4 +143,7 @@ fn up_starts_the_car_with_sample_workloads_and_stops_on_ctrl_c() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     let root = dir.path().to_string_lossy().to_string();
     assert!(!mounts.contains(&root), "container mounts outlived axle up:\n{mounts}");
+    for node in ["hpc-1", "hpc-2"] {
+        let _ = std::fs::remove_dir_all(agent::memory_dir(&dir.path().join(node)));
+    }
 }
