@@ -17,23 +17,17 @@ mod support;
 
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::{free_port, start_gateway, start_sim, wait_for, write_bytes, Agent, Server};
+use support::{is_ready, wait_for, write_bytes, Agent, IdleCar, Server};
 
 const DAY: f64 = 86_400.0;
 /// An 8 GiB eMMC rated 3,000 P/E cycles, over 15 years.
 const ENDURANCE: f64 = 8.0 * 1024.0 * 1024.0 * 1024.0 * 3000.0;
 const YEARS: f64 = 15.0;
 
-fn ready(obj: &Value) -> bool {
-    obj["status"]["conditions"]
-        .as_array()
-        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
-}
-
 fn wait_ready(server: &Server, path: &str) {
     wait_for(path, Duration::from_secs(60), || {
         let (status, body) = server.http("GET", path, None);
-        (status == 200 && serde_json::from_str::<Value>(&body).is_ok_and(|o| ready(&o))).then_some(())
+        (status == 200 && serde_json::from_str::<Value>(&body).is_ok_and(|o| is_ready(&o))).then_some(())
     });
 }
 
@@ -61,35 +55,16 @@ fn bytes_per_line(storage: &str, lines: u64, script: &str) -> f64 {
 
 fn main() {
     let window = std::env::var("AXLE_BENCH_WEAR_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(120u64);
-    let server = Server::start();
-    let dir = server.data_dir().to_path_buf();
-    let agents = [Agent::start(&server, "hpc-1", 10), Agent::start(&server, "hpc-2", 10)];
-    let (brake, door) = (free_port(), free_port());
-    let sims = [start_sim(&dir, brake, &[]), start_sim(&dir, door, &[])];
-    let gateway = start_gateway(&server, &[("brake-ecu", brake), ("door-ecu", door)], &dir);
-    for node in ["hpc-1", "hpc-2"] {
-        server.create_pod(&process_pod(&format!("quiet-{node}"), node, "sleep 100000"));
-    }
-    for node in ["hpc-1", "hpc-2", "brake-ecu", "door-ecu"] {
-        wait_ready(&server, &format!("/api/v1/nodes/{node}"));
-    }
-    for node in ["hpc-1", "hpc-2"] {
-        wait_ready(&server, &format!("/api/v1/namespaces/default/pods/quiet-{node}"));
-    }
+    let car = IdleCar::start(10);
     std::thread::sleep(Duration::from_secs(5));
-    let processes: Vec<(String, u32)> = [("server".to_string(), server.child.id())]
-        .into_iter()
-        .chain(agents.iter().map(|a| (format!("agent {}", a.node), a.child.id())))
-        .chain([("ecu-gateway".to_string(), gateway.0.id())])
-        .chain(sims.iter().enumerate().map(|(i, s)| (format!("ecu-sim {i}"), s.0.id())))
-        .collect();
+    let processes = car.processes();
     let before: Vec<u64> = processes.iter().map(|(_, pid)| write_bytes(*pid)).collect();
     std::thread::sleep(Duration::from_secs(window));
     let written: Vec<u64> = processes.iter().zip(&before).map(|((_, pid), b)| write_bytes(*pid) - b).collect();
     let total: u64 = written.iter().sum();
     let per_day = total as f64 * DAY / window as f64;
     let share = per_day * 365.25 * YEARS / ENDURANCE;
-    drop((agents, sims, gateway, server));
+    drop(car);
 
     let burst = "i=0; while [ $i -lt 10000 ]; do echo \"line $i of a chatty workload, about a hundred bytes long........\"; i=$((i+1)); done";
     let slow = "i=0; while [ $i -lt 30 ]; do echo \"line $i of a slow workload, about a hundred bytes long.........\"; i=$((i+1)); sleep 1; done";

@@ -105,25 +105,12 @@ fn read_counters(text: &str, node: &str, out: &mut Sample) {
     }
 }
 
-/// `8GiB`, `512MiB`, `1000000`: a size in bytes.
+/// `8GiB`, `512MB`, `8Gi`, `1000000`: a size in bytes, as a Kubernetes quantity with an
+/// optional `B`.
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().map_err(|_| format!("{text:?} is not a size (e.g. 8GiB)"))?;
-    let factor: f64 = match unit.trim() {
-        "" | "B" => 1.0,
-        "KiB" => 1024.0,
-        "MiB" => 1024.0 * 1024.0,
-        "GiB" => 1024.0 * 1024.0 * 1024.0,
-        "TiB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        "KB" | "kB" => 1e3,
-        "MB" => 1e6,
-        "GB" => 1e9,
-        "TB" => 1e12,
-        other => return Err(format!("{other:?} is not a size unit (B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)")),
-    };
-    Ok((number * factor) as u64)
+    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    let quantity = compact.strip_suffix('B').unwrap_or(&compact);
+    api::quantity::bytes(quantity).ok_or_else(|| format!("{text:?} is not a size (e.g. 8GiB, 8GB, 8Gi)"))
 }
 
 fn size(bytes: f64) -> String {

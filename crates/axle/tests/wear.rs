@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{axle_bin, free_port, http, start_gateway, start_sim, wait_for, write_bytes, Agent, Server};
+use support::{axle_bin, http, quiet_pod, wait_for, write_bytes, Agent, IdleCar, Server};
 
 /// The goal: all Axle processes together write at most 1 MiB a day while idle.
 const BUDGET_PER_DAY: f64 = 1024.0 * 1024.0;
@@ -29,12 +29,6 @@ fn node_ready(server: &Server, node: &str) -> Option<String> {
     condition(&get(server, &format!("/api/v1/nodes/{node}"))?, "Ready")
 }
 
-fn quiet_pod(name: &str, node: &str) -> Value {
-    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-           "spec": {"nodeName": node, "runtimeClassName": "process", "terminationGracePeriodSeconds": 1,
-                    "containers": [{"name": "c", "image": "sh", "command": ["sleep", "3600"]}]}})
-}
-
 fn renew_time(server: &Server, node: &str) -> String {
     let lease = get(server, &format!("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{node}"));
     lease.and_then(|l| l["spec"]["renewTime"].as_str().map(String::from)).unwrap_or_default()
@@ -42,42 +36,18 @@ fn renew_time(server: &Server, node: &str) -> String {
 
 #[test]
 fn an_idle_car_writes_nothing_to_storage() {
-    let server = Server::start();
-    let dir = server.data_dir().to_path_buf();
-    let agents = [Agent::start(&server, "hpc-1", 1), Agent::start(&server, "hpc-2", 1)];
-    let (brake, door) = (free_port(), free_port());
-    let sims = [start_sim(&dir, brake, &[]), start_sim(&dir, door, &[])];
-    let gateway = start_gateway(&server, &[("brake-ecu", brake), ("door-ecu", door)], &dir);
-    for node in ["hpc-1", "hpc-2"] {
-        server.create_pod(&quiet_pod(&format!("quiet-{node}"), node));
-    }
-    for node in ["hpc-1", "hpc-2", "brake-ecu", "door-ecu"] {
-        wait_for(&format!("{node} to be Ready"), Duration::from_secs(30), || {
-            (node_ready(&server, node).as_deref() == Some("True")).then_some(())
-        });
-    }
-    for node in ["hpc-1", "hpc-2"] {
-        wait_for(&format!("the pod on {node} to be Ready"), Duration::from_secs(30), || {
-            let pod = get(&server, &format!("/api/v1/namespaces/default/pods/quiet-{node}"))?;
-            (condition(&pod, "Ready").as_deref() == Some("True")).then_some(())
-        });
-    }
+    let car = IdleCar::start(1);
+    let server = &car.server;
     // What starting wrote is done; from here on the car only says "still here".
     std::thread::sleep(Duration::from_secs(3));
-
-    let pids: Vec<(String, u32)> = [("server".to_string(), server.child.id())]
-        .into_iter()
-        .chain(agents.iter().map(|a| (format!("agent {}", a.node), a.child.id())))
-        .chain(sims.iter().map(|s| ("ecu-sim".to_string(), s.0.id())))
-        .chain([("ecu-gateway".to_string(), gateway.0.id())])
-        .collect();
-    let renewed_before: Vec<String> = ["hpc-1", "brake-ecu"].iter().map(|n| renew_time(&server, n)).collect();
+    let pids = car.processes();
+    let renewed_before: Vec<String> = ["hpc-1", "brake-ecu"].iter().map(|n| renew_time(server, n)).collect();
     let before: Vec<u64> = pids.iter().map(|(_, pid)| write_bytes(*pid)).collect();
     let window = Duration::from_secs(20);
     std::thread::sleep(window);
     let written: Vec<(String, u64)> =
         pids.iter().zip(&before).map(|((name, pid), before)| (name.clone(), write_bytes(*pid) - before)).collect();
-    let renewed_after: Vec<String> = ["hpc-1", "brake-ecu"].iter().map(|n| renew_time(&server, n)).collect();
+    let renewed_after: Vec<String> = ["hpc-1", "brake-ecu"].iter().map(|n| renew_time(server, n)).collect();
 
     assert!(
         renewed_before.iter().zip(&renewed_after).all(|(b, a)| !b.is_empty() && b != a),

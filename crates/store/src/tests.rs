@@ -10,8 +10,20 @@ fn open(dir: &tempfile::TempDir) -> Store {
 }
 
 async fn put(store: &Store, key: &'static str, value: i64) -> Value {
+    write(store, key, value, false).await
+}
+
+/// Stores `{"v": value}` under `key`, durably or in memory only.
+async fn write(store: &Store, key: &'static str, value: i64, volatile: bool) -> Value {
     store
-        .transact(move |txn| txn.put(key, json!({"metadata": {"name": key}, "v": value})))
+        .transact(move |txn| {
+            let obj = json!({"metadata": {"name": key}, "v": value});
+            if volatile {
+                txn.put_volatile(key, obj)
+            } else {
+                txn.put(key, obj)
+            }
+        })
         .await
         .expect("store works")
         .expect("put succeeds")
@@ -198,11 +210,7 @@ fn power_cut_copy(from: &std::path::Path, to: &std::path::Path) {
 }
 
 async fn put_volatile(store: &Store, key: &'static str, value: i64) -> Value {
-    store
-        .transact(move |txn| txn.put_volatile(key, json!({"metadata": {"name": key}, "v": value})))
-        .await
-        .expect("store works")
-        .expect("put succeeds")
+    write(store, key, value, true).await
 }
 
 #[tokio::test]

@@ -718,3 +718,64 @@ pub fn random_bytes(seed: u64, length: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// A pod on `node` that runs and says nothing (a native `sleep`).
+pub fn quiet_pod(name: &str, node: &str) -> serde_json::Value {
+    serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"nodeName": node, "runtimeClassName": "process", "terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "c", "image": "sh", "command": ["sleep", "100000"]}]}})
+}
+
+/// Whether an object's `Ready` condition is True.
+pub fn is_ready(obj: &serde_json::Value) -> bool {
+    obj["status"]["conditions"]
+        .as_array()
+        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+/// A car that has started and now only says "still here": agents `hpc-1` and `hpc-2` with a
+/// quiet pod each, the ECU gateway with two simulated ECUs (renewing every second), and the
+/// server. Fields drop in order: the agents stop their pods while the server still answers.
+pub struct IdleCar {
+    pub agents: [Agent; 2],
+    pub gateway: Killed,
+    pub sims: [Killed; 2],
+    pub server: Server,
+}
+
+impl IdleCar {
+    /// Starts it (agents renewing every `agent_heartbeat` seconds) and waits until every node
+    /// and pod is Ready.
+    pub fn start(agent_heartbeat: u32) -> IdleCar {
+        let server = Server::start();
+        let dir = server.data_dir().to_path_buf();
+        let agents = [Agent::start(&server, "hpc-1", agent_heartbeat), Agent::start(&server, "hpc-2", agent_heartbeat)];
+        let (brake, door) = (free_port(), free_port());
+        let sims = [start_sim(&dir, brake, &[]), start_sim(&dir, door, &[])];
+        let gateway = start_gateway(&server, &[("brake-ecu", brake), ("door-ecu", door)], &dir);
+        for node in ["hpc-1", "hpc-2"] {
+            server.create_pod(&quiet_pod(&format!("quiet-{node}"), node));
+        }
+        let paths = ["hpc-1", "hpc-2", "brake-ecu", "door-ecu"]
+            .map(|n| format!("/api/v1/nodes/{n}"))
+            .into_iter()
+            .chain(["hpc-1", "hpc-2"].map(|n| format!("/api/v1/namespaces/default/pods/quiet-{n}")));
+        for path in paths {
+            wait_for(&format!("{path} to be Ready"), Duration::from_secs(60), || {
+                let (status, body) = server.http("GET", &path, None);
+                (status == 200 && serde_json::from_str(&body).is_ok_and(|o| is_ready(&o))).then_some(())
+            });
+        }
+        IdleCar { agents, gateway, sims, server }
+    }
+
+    /// Every Axle process of the car, by name.
+    pub fn processes(&self) -> Vec<(String, u32)> {
+        [("server".to_string(), self.server.child.id())]
+            .into_iter()
+            .chain(self.agents.iter().map(|a| (format!("agent {}", a.node), a.child.id())))
+            .chain([("ecu-gateway".to_string(), self.gateway.0.id())])
+            .chain(self.sims.iter().enumerate().map(|(i, s)| (format!("ecu-sim {i}"), s.0.id())))
+            .collect()
+    }
+}
