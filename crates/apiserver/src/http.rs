@@ -131,6 +131,63 @@ pub async fn read_body(body: hyper::body::Incoming) -> Result<Bytes, ApiError> {
     }
 }
 
+/// The deepest nesting a YAML body may have: far beyond any object's, and far below where the
+/// YAML parser's time (which grows with the square of the depth) could hold up the server.
+/// JSON is bounded by its parser (128 levels).
+const MAX_YAML_DEPTH: usize = 1000;
+
+/// Whether a YAML document nests deeper than `limit`, found in one pass over its bytes before
+/// any parsing: flow collections (`[`, `{`) outside quoted scalars and comments, and block
+/// sequences opened on one line (`- - - x`). Quotes count only where a scalar can begin.
+fn yaml_nests_deeper_than(bytes: &[u8], limit: usize) -> bool {
+    let mut flow = 0usize;
+    let mut quote: Option<u8> = None;
+    for line in bytes.split(|b| *b == b'\n') {
+        if quote.is_none() {
+            let mut rest = line.trim_ascii_start();
+            let mut dashes = 0;
+            while rest == b"-" || rest.starts_with(b"- ") {
+                dashes += 1;
+                rest = rest.get(1..).unwrap_or_default().trim_ascii_start();
+            }
+            if flow + dashes > limit {
+                return true;
+            }
+        }
+        let mut previous = b' ';
+        let mut escaped = false;
+        for &b in line {
+            match quote {
+                Some(q) => {
+                    if escaped {
+                        escaped = false;
+                    } else if q == b'"' && b == b'\\' {
+                        escaped = true;
+                    } else if b == q {
+                        quote = None;
+                    }
+                }
+                None => match b {
+                    b'"' | b'\'' if matches!(previous, b' ' | b'\t' | b':' | b'-' | b'[' | b'{' | b',' | b'?') => {
+                        quote = Some(b)
+                    }
+                    b'#' if previous.is_ascii_whitespace() => break,
+                    b'[' | b'{' => {
+                        flow += 1;
+                        if flow > limit {
+                            return true;
+                        }
+                    }
+                    b']' | b'}' => flow = flow.saturating_sub(1),
+                    _ => {}
+                },
+            }
+            previous = b;
+        }
+    }
+    false
+}
+
 /// Decodes a JSON or YAML document into an object, with a Kubernetes-style message on error.
 pub fn decode_object(bytes: &[u8], content_type: Option<&str>) -> Result<Value, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -150,6 +207,11 @@ pub fn decode_object(bytes: &[u8], content_type: Option<&str>) -> Result<Value, 
     }
     let yaml = content_type.is_some_and(|ct| ct.contains("yaml"));
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    if yaml && yaml_nests_deeper_than(bytes, MAX_YAML_DEPTH) {
+        return Err(ApiError::bad_request(format!(
+            "error converting YAML to JSON: the document nests deeper than {MAX_YAML_DEPTH} levels"
+        )));
+    }
     let value: Value = if first == Some(b'{') || !yaml {
         match serde_json::from_slice(bytes) {
             Ok(v) => v,
@@ -184,6 +246,24 @@ mod tests {
         assert!(q.flag("a"));
         assert!(!q.flag("b"));
         assert_eq!(q.get("labelSelector"), Some("app=web"));
+    }
+
+    #[test]
+    fn yaml_nested_too_deep_is_refused_before_parsing_and_ordinary_yaml_is_not() {
+        let deep = |open: &str, close: &str, n: usize| format!("kind: ConfigMap\ndata: {}{}\n", open.repeat(n), close.repeat(n));
+        assert!(yaml_nests_deeper_than(deep("[", "]", 1001).as_bytes(), 1000));
+        assert!(yaml_nests_deeper_than(deep("{a: ", "}", 1001).as_bytes(), 1000));
+        assert!(yaml_nests_deeper_than(format!("data:\n{}x\n", "- ".repeat(1001)).as_bytes(), 1000));
+        assert!(!yaml_nests_deeper_than(deep("[", "]", 1000).as_bytes(), 1000));
+        // Brackets in quoted scalars and comments are text; a quote inside a plain scalar is not one.
+        let quoted = format!("a: \"{}\"\nb: '{}'\n# {}\n", "[".repeat(2000), "{".repeat(2000), "[".repeat(2000));
+        assert!(!yaml_nests_deeper_than(quoted.as_bytes(), 1000));
+        assert!(yaml_nests_deeper_than(format!("a: it's {}\n", "[".repeat(1001)).as_bytes(), 1000));
+        let error = decode_object(deep("[", "]", 100_000).as_bytes(), Some("application/yaml")).expect_err("refused");
+        assert_eq!(error.code, 400);
+        assert!(error.to_string().contains("nests deeper"), "refused before the parser ran: {error}");
+        let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, labels: {a: b}}\ndata:\n  k: \"[x]\"\n  list: |\n    - a\n";
+        assert!(decode_object(manifest.as_bytes(), Some("application/yaml")).is_ok());
     }
 
     #[test]
