@@ -166,6 +166,11 @@ impl ApiError {
         ApiError::new(410, "Expired", message)
     }
 
+    /// 408 for a request that did not arrive in time (Kubernetes' reason `Timeout`).
+    pub fn request_timeout(message: impl Into<String>) -> ApiError {
+        ApiError::new(408, "Timeout", message)
+    }
+
     pub fn too_large(message: impl Into<String>) -> ApiError {
         ApiError::new(413, "RequestEntityTooLarge", message)
     }

@@ -122,7 +122,11 @@ pub fn wants_table(accept: Option<&str>) -> Shape {
 /// Reads the whole request body, capped at [`MAX_BODY`].
 pub async fn read_body(body: hyper::body::Incoming) -> Result<Bytes, ApiError> {
     let limited = http_body_util::Limited::new(body, MAX_BODY);
-    match limited.collect().await {
+    // A body trickled in byte by byte (slowloris) is not waited for past this.
+    let collected = tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await.map_err(|_| {
+        ApiError::request_timeout(format!("the request body did not arrive within {} s", BODY_TIMEOUT.as_secs()))
+    })?;
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             Err(ApiError::too_large(format!("the request body is larger than {MAX_BODY} bytes")))
@@ -130,6 +134,9 @@ pub async fn read_body(body: hyper::body::Incoming) -> Result<Bytes, ApiError> {
         Err(e) => Err(ApiError::bad_request(format!("cannot read the request body: {e}"))),
     }
 }
+
+/// How long a request's body may take to arrive.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The deepest nesting a YAML body may have: far beyond any object's, and far below where the
 /// YAML parser's time (which grows with the square of the depth) could hold up the server.
@@ -250,7 +257,9 @@ mod tests {
 
     #[test]
     fn yaml_nested_too_deep_is_refused_before_parsing_and_ordinary_yaml_is_not() {
-        let deep = |open: &str, close: &str, n: usize| format!("kind: ConfigMap\ndata: {}{}\n", open.repeat(n), close.repeat(n));
+        let deep = |open: &str, close: &str, n: usize| {
+            format!("kind: ConfigMap\ndata: {}{}\n", open.repeat(n), close.repeat(n))
+        };
         assert!(yaml_nests_deeper_than(deep("[", "]", 1001).as_bytes(), 1000));
         assert!(yaml_nests_deeper_than(deep("{a: ", "}", 1001).as_bytes(), 1000));
         assert!(yaml_nests_deeper_than(format!("data:\n{}x\n", "- ".repeat(1001)).as_bytes(), 1000));

@@ -211,6 +211,74 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
 /// How long a client may take for the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// At most this many connections at once, and this many from one address: a flood of idle
+/// connections is refused before it can exhaust the process's file descriptors.
+const MAX_CONNECTIONS: usize = 512;
+const MAX_CONNECTIONS_PER_ADDRESS: usize = 128;
+/// A request's headers must arrive within this (also an idle HTTP/1 connection's next request).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// An HTTP/2 peer that answers no ping within this is gone.
+const HTTP2_KEEPALIVE: Duration = Duration::from_secs(30);
+
+/// Open connections, overall and by client address.
+#[derive(Default)]
+struct Connections {
+    by_address: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One admitted connection; leaving frees its place.
+struct Admitted {
+    connections: Arc<Connections>,
+    address: std::net::IpAddr,
+}
+
+impl Connections {
+    /// A place for a connection from `address`, or why there is none.
+    fn admit(self: &Arc<Self>, address: std::net::IpAddr) -> Result<Admitted, &'static str> {
+        let mut open = self.by_address.lock().map_err(|_| "the connection table is poisoned")?;
+        if open.values().sum::<usize>() >= MAX_CONNECTIONS {
+            return Err("too many connections");
+        }
+        let from_address = open.entry(address).or_default();
+        if *from_address >= MAX_CONNECTIONS_PER_ADDRESS {
+            return Err("too many connections from this address");
+        }
+        *from_address += 1;
+        Ok(Admitted { connections: self.clone(), address })
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.connections.by_address.lock() {
+            if let Some(count) = open.get_mut(&self.address) {
+                *count -= 1;
+                if *count == 0 {
+                    open.remove(&self.address);
+                }
+            }
+        }
+    }
+}
+
+/// Logs a repeated warning at most once a second, with how many were left out.
+struct Throttled {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttled {
+    fn warn(&mut self, what: &str, error: &dyn std::fmt::Display) {
+        if self.last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!(error = %error, suppressed = self.suppressed, "{what}");
+        self.last = Some(Instant::now());
+        self.suppressed = 0;
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     state: Arc<State>,
@@ -218,13 +286,34 @@ async fn accept_loop(
     mut shutdown: signal::Receiver<bool>,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let connections = Arc::new(Connections::default());
+    let mut warnings = Throttled { last: None, suppressed: 0 };
+    // After a failed accept (out of file descriptors, most likely) wait before the next, longer
+    // each time: retrying at once only spins.
+    let mut backoff = Duration::ZERO;
     loop {
+        if !backoff.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.changed() => break,
+            }
+        }
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _) = match accepted {
+                let (stream, address) = match accepted {
                     Ok(conn) => conn,
                     Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
+                        warnings.warn("accept failed; backing off", &e);
+                        backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                        continue;
+                    }
+                };
+                backoff = Duration::ZERO;
+                let admitted = match connections.admit(address.ip()) {
+                    Ok(admitted) => admitted,
+                    Err(why) => {
+                        warnings.warn("connection refused", &format!("{why} ({})", address.ip()));
+                        drop(stream);
                         continue;
                     }
                 };
@@ -233,7 +322,14 @@ async fn accept_loop(
                 let tls = tls.clone();
                 let graceful_watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let _admitted = admitted;
+                    let mut builder = auto::Builder::new(TokioExecutor::new());
+                    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+                    builder
+                        .http2()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .keep_alive_interval(HTTP2_KEEPALIVE)
+                        .keep_alive_timeout(HTTP2_KEEPALIVE);
                     let result = match tls {
                         None => {
                             let service = request_service(state, None);
