@@ -175,6 +175,13 @@ impl ApiError {
         ApiError::new(413, "RequestEntityTooLarge", message)
     }
 
+    /// 507 for a write that found the disk full (nothing was written).
+    pub fn insufficient_storage(message: impl Into<String>) -> ApiError {
+        let mut err = ApiError::new(507, "InsufficientStorage", message);
+        err.details.retry_after = Some(5);
+        err
+    }
+
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(500, "InternalError", message)
     }

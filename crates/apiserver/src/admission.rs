@@ -16,7 +16,11 @@ use std::collections::BTreeMap;
 use store::{StoreError, Txn};
 
 pub fn store_error(e: StoreError) -> ApiError {
-    ApiError::internal(format!("storage error: {e}"))
+    match e {
+        // Nothing was written; the same request succeeds once there is room again.
+        StoreError::Full(why) => ApiError::insufficient_storage(format!("storage error: the disk is full: {why}")),
+        e => ApiError::internal(format!("storage error: {e}")),
+    }
 }
 
 /// Kinds whose status the main resource may not set (it belongs to the `status` subresource).

@@ -460,6 +460,11 @@ async fn serve(state: Arc<State>, req: hyper::Request<hyper::body::Incoming>, ro
             http::bytes_reply(200, content_type, body)
         }
         Route::Version => discovery::version(),
+        Route::Health if req.uri().path().starts_with("/readyz") => match state.store.health() {
+            Ok(()) => http::bytes_reply(200, "text/plain", "ok"),
+            // Serving (reads, watches, heartbeats), but not writing: not ready.
+            Err(why) => http::bytes_reply(503, "text/plain", format!("[-]store failed: {why}")),
+        },
         Route::Health => http::bytes_reply(200, "text/plain", "ok"),
         Route::CoreVersions => discovery::core_versions(&state),
         Route::Groups => discovery::groups(&state),

@@ -273,14 +273,17 @@ spec:
     wait_for("the orphaned container to be removed", Duration::from_secs(30), || {
         std::fs::read_to_string(&restart_log).ok().filter(|l| l.contains("removing a container left from before"))
     });
+    // Only once the orphan is gone does the agent start the pods again (until then the old
+    // container may still answer below).
+    wait_for("the agent to restart the pods it ran", Duration::from_secs(30), || {
+        std::fs::read_to_string(&restart_log).ok().filter(|l| l.contains("restarting the pods this node ran before"))
+    });
     wait_for("nav to serve again with no server", Duration::from_secs(60), || {
         let listed =
             Command::new("runc").arg("--root").arg(agent_dir.join("run/runc")).args(["list", "-q"]).output().ok()?;
         let containers = String::from_utf8_lossy(&listed.stdout).lines().count();
         (containers == 1 && http_get(port, "/index.html").as_deref() == Some("served offline")).then_some(())
     });
-    let log = std::fs::read_to_string(&restart_log).unwrap_or_default();
-    assert!(log.contains("restarting the pods this node ran before"), "{log}");
     drop(restarted);
     assert_eq!(mounts_under(&agent_dir), Vec::<String>::new(), "the stopped agent left mounts");
 }

@@ -81,3 +81,110 @@ fn a_flood_of_idle_connections_is_capped_and_timed_out_while_the_server_serves()
     let _ = flood.wait();
     still_serving(&server);
 }
+
+/// A tmpfs of `size` mounted on a new temporary directory, unmounted when dropped.
+struct SmallDisk(Option<tempfile::TempDir>);
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("mount runs (the tests run as root)");
+        assert!(status.success(), "cannot mount a tmpfs");
+        SmallDisk(Some(dir))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = Command::new("umount").arg("-l").arg(dir.path()).status();
+        }
+    }
+}
+
+/// Fills the file system holding `dir` (a file written until it no longer grows).
+fn fill(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).expect("filler");
+    let block = vec![0u8; 64 << 10];
+    while file.write_all(&block).is_ok() {}
+    let _ = file.sync_all();
+    path
+}
+
+#[test]
+fn a_full_disk_fails_writes_clearly_keeps_reads_and_heartbeats_and_recovers_when_space_returns() {
+    let disk = SmallDisk::mount("48m");
+    let dir = disk.0.as_ref().expect("mounted").path().to_path_buf();
+    // The server's data directory on the small disk (a tempdir whose files live on the tmpfs).
+    let data = tempfile::tempdir_in(&dir).expect("data dir");
+    let mut server = Server::start_in(data);
+    let _agent = support::Agent::start(&server, "hpc-1", 1);
+    support::wait_for("hpc-1 to be Ready", std::time::Duration::from_secs(30), || {
+        let (_, node) = server.http("GET", "/api/v1/nodes/hpc-1", None);
+        node.contains("\"type\":\"Ready\",\"status\":\"True\"")
+            .then_some(())
+            .or_else(|| node.contains("\"status\":\"True\",\"type\":\"Ready\"").then_some(()))
+    });
+    server.apply_stdin("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: canary}\ndata: {k: v}\n", &[]);
+    let filler = fill(&dir);
+
+    // Writes go on into the log's reserve, then fail with the cause; nothing half-written.
+    // Incompressible, so that the log's reserve fills in a few hundred writes.
+    let payload: String = support::random_bytes(7, 3000).iter().map(|b| format!("{b:02x}")).collect();
+    let mut acknowledged = Vec::new();
+    let mut refusal = None;
+    for i in 0..3000 {
+        let body = format!(
+            r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"full-{i}"}},"data":{{"p":"{payload}"}}}}"#
+        );
+        let (status, reply) =
+            server.http("POST", "/api/v1/namespaces/default/configmaps", Some(("application/json", &body)));
+        match status {
+            201 => acknowledged.push(format!("full-{i}")),
+            _ => {
+                refusal = Some((status, reply));
+                break;
+            }
+        }
+    }
+    let (status, reply) = refusal.expect("the disk filled up");
+    assert_eq!(status, 507, "{reply}");
+    assert!(reply.contains("InsufficientStorage") && reply.contains("disk is full"), "{reply}");
+    let (status, ready) = server.http("GET", "/readyz", None);
+    assert_eq!(status, 503, "{ready}");
+    assert!(ready.contains("store failed"), "{ready}");
+    still_serving(&server);
+    // Heartbeats are kept in memory: the node stays Ready while nothing can be written.
+    let renewed = || {
+        let (_, lease) =
+            server.http("GET", "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/hpc-1", None);
+        serde_json::from_str::<serde_json::Value>(&lease).ok().map(|l| l["spec"]["renewTime"].clone())
+    };
+    let before = renewed();
+    support::wait_for("a lease renewal on the full disk", std::time::Duration::from_secs(10), || {
+        (renewed() != before).then_some(())
+    });
+
+    // Space returns: writes succeed again, without a restart.
+    std::fs::remove_file(&filler).expect("free the space");
+    let body = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"after"},"data":{"k":"v"}}"#;
+    let (status, reply) =
+        server.http("POST", "/api/v1/namespaces/default/configmaps", Some(("application/json", body)));
+    assert_eq!(status, 201, "{reply}");
+    acknowledged.push("after".into());
+    assert_eq!(server.http("GET", "/readyz", None), (200, "ok".to_string()));
+
+    // Every acknowledged write is there after a kill -9.
+    server.crash_and_restart();
+    let (_, list) = server.http("GET", "/api/v1/namespaces/default/configmaps", None);
+    for name in &acknowledged {
+        assert!(list.contains(&format!("\"name\":\"{name}\"")), "{name} lost after the restart");
+    }
+    still_serving(&server);
+    drop(server);
+}

@@ -70,6 +70,19 @@ pub enum StoreError {
     Closed,
     #[error("stored object {key:?} cannot be read: {why}")]
     Sealed { key: String, why: String },
+    /// The disk is full: the write was not made, and the store goes on when space returns.
+    #[error("the store's disk is full: {0}")]
+    Full(String),
+}
+
+impl StoreError {
+    /// A clone for every job of a failed batch (the database's own errors are not `Clone`).
+    pub(crate) fn for_each_job(&self) -> StoreError {
+        match self {
+            StoreError::Full(why) => StoreError::Full(why.clone()),
+            other => StoreError::Database(other.to_string()),
+        }
+    }
 }
 
 macro_rules! db_error_from {
@@ -159,6 +172,16 @@ pub(crate) struct Counters {
     checkpoints: AtomicU64,
     durable_changes: AtomicU64,
     volatile_changes: AtomicU64,
+    /// Why the last durable write or checkpoint failed, until one succeeds again.
+    failing: std::sync::Mutex<Option<String>>,
+}
+
+impl Counters {
+    pub(crate) fn set_failing(&self, why: Option<String>) {
+        if let Ok(mut failing) = self.failing.lock() {
+            *failing = why;
+        }
+    }
 }
 
 /// A snapshot of [`Counters`].
@@ -173,6 +196,21 @@ pub struct WriteStats {
     pub durable_changes: u64,
     /// Changes served from memory only.
     pub volatile_changes: u64,
+}
+
+/// Free bytes for unprivileged writers on the file system holding `path`.
+pub(crate) fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: statvfs fills `stat` when it returns 0; the path is a valid C string.
+    if unsafe { libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: initialised by the successful call above.
+    let stat = unsafe { stat.assume_init() };
+    Some(stat.f_bavail as u64 * stat.f_frsize as u64)
 }
 
 /// This thread's bytes sent to storage so far, as the kernel counts them (None where the
@@ -267,6 +305,8 @@ impl Store {
             opened_rv: base,
             fresh_run: true,
             checkpoint_bytes: options.checkpoint_bytes.max(1),
+            db_path: path.to_path_buf(),
+            checkpoint_postponed: false,
         })?;
         Ok(Store { db, jobs, hub, codec, recent, wal, counters, reopened: Reopened { durable, base } })
     }
@@ -296,6 +336,15 @@ impl Store {
     /// The current global resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.hub.latest()
+    }
+
+    /// Whether the store can write now: the cause of its last failed write or checkpoint,
+    /// until one succeeds again (for `/readyz`).
+    pub fn health(&self) -> Result<(), String> {
+        match self.counters.failing.lock().ok().and_then(|f| f.clone()) {
+            Some(why) => Err(why),
+            None => Ok(()),
+        }
     }
 
     /// What the store has written since it opened.

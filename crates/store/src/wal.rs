@@ -60,8 +60,17 @@ pub(crate) struct Wal {
 }
 
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> StoreError {
-    StoreError::Database(format!("{what} {}: {e}", path.display()))
+    let message = format!("{what} {}: {e}", path.display());
+    if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
+        StoreError::Full(message)
+    } else {
+        StoreError::Database(message)
+    }
 }
+
+/// Space reserved ahead of a new segment's end, so that the records that keep the car
+/// running (a few writes, the record before a run's first heartbeat) still fit on a full disk.
+const RESERVE: i64 = 1 << 20;
 
 impl Wal {
     /// Reads the log in `dir` (created at the first append): returns it with every record newer
@@ -169,6 +178,12 @@ impl Wal {
             .open(&path)
             .map_err(|e| io_error("cannot create", &path, e))?;
         File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| io_error("cannot sync", &self.dir, e))?;
+        {
+            use std::os::fd::AsRawFd as _;
+            // SAFETY: fallocate on an open descriptor; KEEP_SIZE leaves the file's length alone.
+            // A file system that cannot reserve simply has no reserve.
+            unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, RESERVE) };
+        }
         let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
         self.segments.push(Segment { base, last: base, changes: 0, bytes, path });
         self.active = Some(file);

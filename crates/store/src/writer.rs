@@ -220,7 +220,7 @@ pub(crate) trait Job: Send {
     /// Runs the function; true if it succeeded (its writes stay).
     fn run(&mut self, txn: &mut Txn<'_>) -> bool;
     /// Delivers the outcome once the batch's commit has finished (or failed).
-    fn complete(self: Box<Self>, commit: Result<(), String>);
+    fn complete(self: Box<Self>, commit: Result<(), StoreError>);
 }
 
 /// What a transaction function's caller receives: the store's verdict, then the function's.
@@ -254,10 +254,10 @@ where
         ok
     }
 
-    fn complete(self: Box<Self>, commit: Result<(), String>) {
+    fn complete(self: Box<Self>, commit: Result<(), StoreError>) {
         let outcome = match (commit, self.result) {
             (Ok(()), Some(result)) => Ok(result),
-            (Err(e), _) => Err(StoreError::Database(e)),
+            (Err(e), _) => Err(e),
             (Ok(()), None) => Err(StoreError::Database("transaction function never ran".into())),
         };
         // The requester may have gone away (client disconnected); the write stands regardless.
@@ -284,6 +284,10 @@ pub(crate) struct Writer {
     pub(crate) fresh_run: bool,
     /// Unflushed bytes, or log bytes since the checkpoint, that trigger a checkpoint.
     pub(crate) checkpoint_bytes: usize,
+    /// The redb file (its file system's free space decides whether a checkpoint may run).
+    pub(crate) db_path: std::path::PathBuf,
+    /// A checkpoint is waiting for room (said once).
+    pub(crate) checkpoint_postponed: bool,
 }
 
 pub(crate) fn spawn(writer: Writer) -> Result<Sender<Request>, StoreError> {
@@ -327,8 +331,8 @@ impl Writer {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, jobs = batch.len(), "store commit failed; the batch is rejected");
-                    let message = e.to_string();
-                    batch.into_iter().for_each(|job| job.complete(Err(message.clone())));
+                    self.counters.set_failing(Some(e.to_string()));
+                    batch.into_iter().for_each(|job| job.complete(Err(e.for_each_job())));
                 }
             }
             if self.checkpoint_due() {
@@ -390,6 +394,7 @@ impl Writer {
         if !durable.is_empty() || mark {
             let before = crate::thread_bytes_written();
             let appended = self.wal.lock().map_err(|_| poisoned())?.append(self.current_rv, new_rv, &durable)?;
+            self.counters.set_failing(None);
             let written = crate::thread_bytes_written().zip(before).map_or(appended, |(after, before)| after - before);
             self.counters.log_bytes.fetch_add(written, Ordering::Relaxed);
             self.counters.log_records.fetch_add(1, Ordering::Relaxed);
@@ -418,10 +423,28 @@ impl Writer {
         Ok(events.into_iter().map(Arc::new).collect())
     }
 
-    fn checkpoint_due(&self) -> bool {
+    fn checkpoint_due(&mut self) -> bool {
         let unflushed = self.recent.read().map(|r| r.unflushed_bytes).unwrap_or(0);
         let logged = self.wal.lock().map(|w| w.bytes_after(self.checkpointed_rv)).unwrap_or(0);
-        unflushed >= self.checkpoint_bytes || logged >= 4 * self.checkpoint_bytes as u64
+        if unflushed < self.checkpoint_bytes && logged < 4 * self.checkpoint_bytes as u64 {
+            return false;
+        }
+        // redb must never meet a full disk mid-commit (it then refuses everything until it is
+        // reopened): with too little room the changes wait in the log, and in memory.
+        let needed = 4 * unflushed as u64 + (4 << 20);
+        match crate::free_bytes(&self.db_path) {
+            Some(free) if free < needed => {
+                if !self.checkpoint_postponed {
+                    tracing::warn!(free, needed, "store checkpoint postponed: the disk is nearly full");
+                    self.checkpoint_postponed = true;
+                }
+                false
+            }
+            _ => {
+                self.checkpoint_postponed = false;
+                true
+            }
+        }
     }
 
     /// Writes the unflushed changes into redb in one durable commit, then lets them go from
@@ -456,6 +479,7 @@ impl Writer {
             self.counters.checkpoint_bytes.fetch_add(after - before, Ordering::Relaxed);
         }
         self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+        self.counters.set_failing(None);
         {
             let mut recent = self.recent.write().map_err(|_| poisoned())?;
             // Only this thread adds to `unflushed`, so it holds exactly what was just written.
