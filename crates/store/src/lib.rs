@@ -210,6 +210,8 @@ pub(crate) fn free_bytes(path: &Path) -> Option<u64> {
     }
     // SAFETY: initialised by the successful call above.
     let stat = unsafe { stat.assume_init() };
+    // The fields are 32 bits wide on some targets.
+    #[allow(clippy::unnecessary_cast)]
     Some(stat.f_bavail as u64 * stat.f_frsize as u64)
 }
 
