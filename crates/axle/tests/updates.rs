@@ -338,6 +338,17 @@ fn attacks_are_rejected_before_anything_is_staged() {
     let wrong_base = work.path().join("wrong-base.axb");
     signing.create(&v2_source, &wrong_base, 7, &["a", "b"], &["--base", path(&other)]);
     attacks.push(("a delta against the wrong base", wrong_base, "WrongBase"));
+    // Validly signed, but a file target would be installed outside the files directory.
+    for (attack, install_path, version) in
+        [("a file target with an absolute path", "/etc/evil", 8), ("a file target climbing out", "../../evil", 9)]
+    {
+        let escaping = source(work.path(), version, false, None);
+        std::fs::write(escaping.join("firmware/brake.bin.meta.json"), format!(r#"{{"path": "{install_path}"}}"#))
+            .expect("write");
+        let bundle = work.path().join(format!("escape-{version}.axb"));
+        signing.create(&escaping, &bundle, u64::from(version), &["a", "b"], &[]);
+        attacks.push((attack, bundle, "InvalidTarget"));
+    }
 
     let before = staged_state(&car);
     let campaigns_before = car.campaigns().len();

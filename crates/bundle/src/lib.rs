@@ -499,6 +499,33 @@ fn safe_join(root: &Path, name: &str) -> Result<PathBuf, BundleError> {
     Ok(root.join(path))
 }
 
+/// A decoding error: the car's disk's when writing the output failed (worth another try), else
+/// the payload's (it does not decode, or decodes past its signed length: the bundle is refused).
+fn payload_or_disk(out: &Path, cause: std::io::Error) -> BundleError {
+    if cause.get_ref().is_some_and(|inner| inner.is::<DiskFailure>()) {
+        return BundleError::Io { path: out.to_path_buf(), cause };
+    }
+    BundleError::Target { name: out.display().to_string(), why: format!("does not decode: {cause}") }
+}
+
+/// The output file's own write error, told apart from the decoder's.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct DiskFailure(std::io::Error);
+
+/// Tags the errors of writing the decoded bytes as the disk's.
+struct Disk<W>(W);
+
+impl<W: Write> Write for Disk<W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.write(bytes).map_err(|e| std::io::Error::new(e.kind(), DiskFailure(e)))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush().map_err(|e| std::io::Error::new(e.kind(), DiskFailure(e)))
+    }
+}
+
 /// A writer that refuses to write past `left` bytes (a decoder never outgrows a signed length).
 struct Bounded<W> {
     inner: W,
@@ -508,7 +535,7 @@ struct Bounded<W> {
 impl<W: Write> Write for Bounded<W> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         if bytes.len() as u64 > self.left {
-            return Err(std::io::Error::other("decodes to more than its signed length"));
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "decodes to more than its signed length"));
         }
         let written = self.inner.write(bytes)?;
         self.left -= written as u64;
@@ -534,15 +561,15 @@ fn decode(raw: &Path, payload: &Value, base: Option<&Path>, out: &Path, limit: u
     let copied = match codec {
         "full/zstd" => {
             let decoder = zstd::stream::read::Decoder::new(input).map_err(BundleError::io(raw))?;
-            std::io::copy(&mut decoder.take(limit + 1), &mut output)
+            std::io::copy(&mut decoder.take(limit + 1), &mut Disk(&mut output))
         }
         codec if delta::CODECS.contains(&codec) => {
-            let mut bounded = Bounded { inner: std::io::BufWriter::new(&mut output), left: limit };
+            let mut bounded = Bounded { inner: std::io::BufWriter::new(Disk(&mut output)), left: limit };
             delta::decode(codec, &base_bytes, input, &mut bounded).and_then(|n| bounded.flush().map(|()| n))
         }
         other => return Err(BundleError::Metadata(format!("unknown codec {other:?}"))),
     }
-    .map_err(BundleError::io(out))?;
+    .map_err(|cause| payload_or_disk(out, cause))?;
     if copied > limit {
         return Err(BundleError::Target {
             name: out.display().to_string(),
@@ -556,6 +583,25 @@ fn decode(raw: &Path, payload: &Value, base: Option<&Path>, out: &Path, limit: u
 mod tests {
     use super::*;
     use trust::{PublicKey, ROLES};
+
+    #[test]
+    fn a_payload_that_does_not_decode_is_the_bundles_fault_and_a_failing_disk_is_not() {
+        let out = Path::new("/staging/fw.bin");
+        let past = std::io::Error::new(std::io::ErrorKind::InvalidData, "decodes to more than its signed length");
+        assert!(matches!(payload_or_disk(out, past), BundleError::Target { .. }));
+        assert!(matches!(payload_or_disk(out, std::io::Error::other("corrupt frame")), BundleError::Target { .. }));
+        struct Full;
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::from_raw_os_error(28))
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let disk = Disk(Full).write(b"x").expect_err("the disk is full");
+        assert!(matches!(payload_or_disk(out, disk), BundleError::Io { .. }), "worth another try");
+    }
 
     struct Fixture {
         dir: tempfile::TempDir,

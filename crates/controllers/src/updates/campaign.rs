@@ -76,13 +76,32 @@ fn seconds_since(timestamp: &Value) -> Option<u64> {
     u64::try_from((chrono::Utc::now() - then.with_timezone(&chrono::Utc)).num_seconds()).ok()
 }
 
-/// Takes the next step of an unfinished campaign; returns when to look again.
+/// Takes the next step of an unfinished campaign; returns when to look again. A step that
+/// fails the same way twice (not an outage of the API, which is retried) fails the campaign:
+/// nothing waits forever on a step that cannot succeed. While rolling back, it is retried.
 pub async fn step(client: &Client, config: &Config, campaign: &Value) -> Result<Option<Duration>, UpdateError> {
+    match advance(client, config, campaign).await {
+        Err(UpdateError::Api(e)) => Err(UpdateError::Api(e)),
+        Err(e) if phase(campaign) != "RollingBack" => {
+            let message = e.to_string();
+            if campaign["status"]["stepError"].as_str() == Some(message.as_str()) {
+                fail(client, campaign, "", "StepFailed", &format!("{message} (twice)")).await?;
+                return Ok(Some(Duration::ZERO));
+            }
+            tracing::warn!(campaign = api::meta::name_of(campaign), error = %message, "campaign step failed; trying once more");
+            patch_status(client, CAMPAIGNS, api::meta::name_of(campaign), json!({"stepError": message})).await?;
+            Ok(Some(Duration::from_secs(1)))
+        }
+        other => other,
+    }
+}
+
+async fn advance(client: &Client, config: &Config, campaign: &Value) -> Result<Option<Duration>, UpdateError> {
     let name = api::meta::name_of(campaign);
-    let targets = targets::of_campaign(config, campaign)?;
-    let total = targets.len();
     let aborted = campaign["metadata"]["annotations"][ABORT_ANNOTATION] == "true";
     let phase = phase(campaign);
+    // Before anything that reads the targets: an abort works, and an unverified campaign ends,
+    // whatever its targets say.
     if phase != "RollingBack" {
         if let Some(why) = unverified(config, campaign) {
             fail(client, campaign, "", "NotVerified", &why).await?;
@@ -93,6 +112,8 @@ pub async fn step(client: &Client, config: &Config, campaign: &Value) -> Result<
         fail(client, campaign, "", "Aborted", &format!("{ABORT_ANNOTATION}=true")).await?;
         return Ok(Some(Duration::ZERO));
     }
+    let targets = targets::of_campaign(config, campaign)?;
+    let total = targets.len();
     match phase {
         "" => {
             let now = api::meta::now_rfc3339();

@@ -62,9 +62,12 @@ pub async fn verify(client: &Client, config: &Config, bundle_obj: &Value) -> Res
         Ok(bundle::verify_and_stage(&upload, &root, &state, Some(&work_config.installed_dir()), &staging)?)
     });
     let outcome = work.await.map_err(|e| UpdateError::Target(format!("verification stopped: {e}")))?;
-    let verified = match outcome {
+    let verified = match outcome.and_then(|verified| targets::check_verified(&verified).map(|()| verified)) {
         Ok(verified) => verified,
-        Err(e) => return reject(client, config, bundle_obj, &e).await,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(config.campaign_dir(&name));
+            return reject(client, config, bundle_obj, &e).await;
+        }
     };
     let targets: Vec<Value> = verified
         .targets

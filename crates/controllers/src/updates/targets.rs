@@ -200,15 +200,36 @@ fn images_of(target: &Target) -> Result<images::import::Source, UpdateError> {
 // files
 
 fn install_path(config: &Config, target: &Target) -> Result<PathBuf, UpdateError> {
-    let relative = target.custom["path"].as_str().unwrap_or(&target.name);
+    Ok(config.files_dir.join(relative_install_path(&target.name, &target.custom)?))
+}
+
+/// Where a file target goes inside the files directory (`custom.path`, else its name): a
+/// relative path of plain components, or an error naming the target.
+fn relative_install_path<'a>(name: &'a str, custom: &'a Value) -> Result<&'a Path, UpdateError> {
+    let relative = custom["path"].as_str().unwrap_or(name);
     let path = Path::new(relative);
     if relative.is_empty() || path.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
         return Err(UpdateError::Target(format!(
-            "target {}: install path {relative:?} leaves the files directory",
-            target.name
+            "target {name}: install path {relative:?} leaves the files directory"
         )));
     }
-    Ok(config.files_dir.join(path))
+    Ok(path)
+}
+
+/// What can be decided from a verified bundle before anything is staged for good: every target
+/// has a known kind, and every file target's install path stays inside the files directory.
+pub fn check_verified(verified: &bundle::Verified) -> Result<(), UpdateError> {
+    for target in &verified.targets {
+        let kind = target.custom["kind"].as_str().unwrap_or_else(|| bundle::kind_of(&target.name));
+        match Kind::parse(kind) {
+            Some(Kind::File) => {
+                relative_install_path(&target.name, &target.custom)?;
+            }
+            Some(_) => {}
+            None => return Err(UpdateError::Target(format!("target {}: unknown kind {kind:?}", target.name))),
+        }
+    }
+    Ok(())
 }
 
 fn previous_file(config: &Config, campaign: &str, target: &Target) -> PathBuf {
