@@ -19,6 +19,9 @@ pub fn store_error(e: StoreError) -> ApiError {
     match e {
         // Nothing was written; the same request succeeds once there is room again.
         StoreError::Full(why) => ApiError::insufficient_storage(format!("storage error: the disk is full: {why}")),
+        StoreError::TooLarge { bytes, limit, .. } => {
+            ApiError::too_large(format!("the object is {bytes} bytes; an object may take at most {limit}"))
+        }
         e => ApiError::internal(format!("storage error: {e}")),
     }
 }

@@ -57,13 +57,25 @@ pub async fn request(state: &State, node: &Value, path: &str) -> Result<AgentStr
     Ok(stream)
 }
 
-/// Reads an agent's answer up to its body: (status line, the body bytes read so far).
+/// The most an agent's answer may spend on its status line and headers, and how long.
+const MAX_HEAD: usize = 64 * 1024;
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads an agent's answer up to its body: (status line, the body bytes read so far). An agent
+/// that sends endless or slow headers is cut off.
 pub async fn read_head(stream: &mut AgentStream, node_name: &str) -> Result<(String, Vec<u8>), ApiError> {
     let failed = |what: String| ApiError::unavailable(format!("the agent of node {node_name:?} {what}"));
     let mut head = Vec::new();
     let mut buf = vec![0u8; 16 * 1024];
+    let deadline = tokio::time::Instant::now() + HEAD_TIMEOUT;
     let body_start = loop {
-        let n = stream.read(&mut buf).await.map_err(|e| failed(format!("failed the request: {e}")))?;
+        if head.len() > MAX_HEAD {
+            return Err(failed(format!("sent more than {MAX_HEAD} bytes of headers")));
+        }
+        let read = tokio::time::timeout_at(deadline, stream.read(&mut buf))
+            .await
+            .map_err(|_| failed(format!("sent no complete headers within {} s", HEAD_TIMEOUT.as_secs())))?;
+        let n = read.map_err(|e| failed(format!("failed the request: {e}")))?;
         if n == 0 {
             return Err(failed("closed the request".into()));
         }
@@ -77,26 +89,44 @@ pub async fn read_head(stream: &mut AgentStream, node_name: &str) -> Result<(Str
     Ok((status_line, body))
 }
 
-/// `GET path` on the node's agent, whole: its JSON answer.
-pub async fn get_json(state: &State, node: &Value, path: &str, timeout: Duration) -> Result<Value, ApiError> {
+/// The most an agent's whole answer (metrics, a usage summary) may hold.
+const MAX_ANSWER: u64 = 16 << 20;
+
+/// `GET path` on the node's agent, whole, within `timeout` and [`MAX_ANSWER`]: its body when it
+/// answered 200.
+pub async fn get(state: &State, node: &Value, path: &str, timeout: Duration) -> Result<Vec<u8>, ApiError> {
     let name = api::meta::name_of(node).to_string();
     let exchange = async {
         let mut stream = request(state, node, path).await?;
         let (status_line, mut body) = read_head(&mut stream, &name).await?;
-        stream
+        let left = MAX_ANSWER.saturating_sub(body.len() as u64);
+        (&mut stream)
+            .take(left + 1)
             .read_to_end(&mut body)
             .await
             .map_err(|e| ApiError::unavailable(format!("the agent of node {name:?} failed the request: {e}")))?;
+        if body.len() as u64 > MAX_ANSWER {
+            return Err(ApiError::unavailable(format!(
+                "the agent of node {name:?} answered more than {MAX_ANSWER} bytes"
+            )));
+        }
         if !status_line.contains(" 200 ") {
             return Err(ApiError::unavailable(format!(
                 "the agent of node {name:?} answered {status_line}: {}",
                 String::from_utf8_lossy(&body).trim()
             )));
         }
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::unavailable(format!("the agent of node {name:?} sent invalid JSON: {e}")))
+        Ok(body)
     };
     tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| ApiError::unavailable(format!("the agent of node {name:?} did not answer in time")))?
+}
+
+/// `GET path` on the node's agent, whole: its JSON answer.
+pub async fn get_json(state: &State, node: &Value, path: &str, timeout: Duration) -> Result<Value, ApiError> {
+    let body = get(state, node, path, timeout).await?;
+    serde_json::from_slice(&body).map_err(|e| {
+        ApiError::unavailable(format!("the agent of node {:?} sent invalid JSON: {e}", api::meta::name_of(node)))
+    })
 }

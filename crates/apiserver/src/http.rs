@@ -212,6 +212,17 @@ pub fn decode_object(bytes: &[u8], content_type: Option<&str>) -> Result<Value, 
             content_type.unwrap_or("")
         )));
     }
+    let media_type = content_type.and_then(|ct| ct.split(';').next()).map(|m| m.trim().to_ascii_lowercase());
+    if !matches!(
+        media_type.as_deref(),
+        Some("application/json" | "application/yaml" | "application/x-yaml" | "text/yaml")
+    ) {
+        // As upstream: a body is JSON, YAML or protobuf, and says so.
+        return Err(ApiError::unsupported_media_type(format!(
+            "the body of the request was in an unknown format ({}) - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf",
+            content_type.unwrap_or("no Content-Type")
+        )));
+    }
     let yaml = content_type.is_some_and(|ct| ct.contains("yaml"));
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
     if yaml && yaml_nests_deeper_than(bytes, MAX_YAML_DEPTH) {
@@ -284,9 +295,13 @@ mod tests {
 
     #[test]
     fn decode_accepts_json_and_yaml_and_rejects_garbage() {
-        assert!(decode_object(br#"{"a":1}"#, None).is_ok());
+        assert!(decode_object(br#"{"a":1}"#, Some("application/json")).is_ok());
+        for unsupported in [None, Some("text/plain"), Some("application/xml"), Some("*/*"), Some("multipart/form-data")]
+        {
+            assert_eq!(decode_object(br#"{"a":1}"#, unsupported).map_err(|e| e.code), Err(415), "{unsupported:?}");
+        }
         assert_eq!(decode_object(b"a: 1\n", Some("application/yaml")).ok(), Some(serde_json::json!({"a": 1})));
-        assert_eq!(decode_object(b"{nope", None).map_err(|e| e.code), Err(400));
-        assert_eq!(decode_object(b"[1]", None).map_err(|e| e.code), Err(400));
+        assert_eq!(decode_object(b"{nope", Some("application/json")).map_err(|e| e.code), Err(400));
+        assert_eq!(decode_object(b"[1]", Some("application/json")).map_err(|e| e.code), Err(400));
     }
 }

@@ -105,7 +105,10 @@ impl Ctx {
             Shape::Object => obj.clone(),
         };
         let mut reply = json_reply(status, &body);
-        for warning in warnings {
+        // A bounded number of warnings, the rest counted (upstream bounds them too).
+        let shown = warnings.len().min(MAX_WARNINGS);
+        let more = (warnings.len() > shown).then(|| format!("{} more warnings", warnings.len() - shown));
+        for warning in warnings[..shown].iter().chain(more.as_ref()) {
             let escaped = warning.replace('"', "\\\"");
             if let Ok(value) = hyper::header::HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
                 reply.headers_mut().append("Warning", value);
@@ -114,6 +117,9 @@ impl Ctx {
         reply
     }
 }
+
+/// The most `Warning` headers one reply carries.
+const MAX_WARNINGS: usize = 50;
 
 pub async fn handle(state: Arc<State>, req: Request<Incoming>, target: ResourcePath, query: Query) -> Reply {
     match route(state, req, target, query).await {
@@ -461,14 +467,7 @@ async fn node_proxy(ctx: &Ctx, name: &str, path: Option<&str>) -> Result<Reply, 
         return Err(ApiError::not_found("", "nodes/proxy", path));
     }
     let node = load(ctx, name)?;
-    let mut stream = crate::agents::request(&ctx.state, &node, &format!("/{path}")).await?;
-    let (status_line, mut body) = crate::agents::read_head(&mut stream, name).await?;
-    tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut body)
-        .await
-        .map_err(|e| ApiError::unavailable(format!("the agent of node {name:?} failed the request: {e}")))?;
-    if !status_line.contains(" 200 ") {
-        return Err(ApiError::unavailable(format!("the agent of node {name:?} answered {status_line}")));
-    }
+    let body = crate::agents::get(&ctx.state, &node, &format!("/{path}"), std::time::Duration::from_secs(30)).await?;
     let content_type = if path == "metrics" { "text/plain; version=0.0.4; charset=utf-8" } else { "application/json" };
     Ok(crate::http::bytes_reply(200, content_type, body))
 }
@@ -647,8 +646,10 @@ async fn pod_log(ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
     let mut stream = crate::agents::request(&ctx.state, &node, &path).await?;
     let (status_line, first) = crate::agents::read_head(&mut stream, node_name).await?;
     if !status_line.contains(" 200 ") {
+        // The agent's reason, a line of text: what arrives in a moment, at most 64 KiB of it.
         let mut rest = first;
-        let _ = stream.read_to_end(&mut rest).await;
+        let mut reason = (&mut stream).take(64 << 10);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), reason.read_to_end(&mut rest)).await;
         return Err(ApiError::bad_request(String::from_utf8_lossy(&rest).trim().to_string()));
     }
     let mut buf = vec![0u8; 16 * 1024];

@@ -43,6 +43,8 @@ pub struct Event {
     pub object: Arc<Value>,
     /// Kept in memory only (see `Txn::put_volatile`).
     pub volatile: bool,
+    /// The object's size as stored (JSON bytes): what the ring budgets.
+    pub size: usize,
 }
 
 impl Event {
@@ -69,18 +71,29 @@ pub(crate) fn decode_change(codec: &Codec, rv: u64, bytes: &[u8]) -> Result<Even
         .and_then(EventType::parse)
         .ok_or_else(|| StoreError::Database(format!("{key}: bad event type")))?;
     let object_key = value["key"].as_str().unwrap_or("").to_string();
-    Ok(Event { resource_version: rv, kind, key: object_key, object: Arc::new(value["object"].take()), volatile: false })
+    let size = json.len();
+    Ok(Event {
+        resource_version: rv,
+        kind,
+        key: object_key,
+        object: Arc::new(value["object"].take()),
+        volatile: false,
+        size,
+    })
 }
 
 pub(crate) struct Hub {
     ring: Mutex<Ring>,
     capacity: usize,
+    max_bytes: usize,
     latest: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Default)]
 struct Ring {
     events: VecDeque<Arc<Event>>,
+    /// The stored size of the events held.
+    bytes: usize,
     /// The newest volatile event that left the ring: the persisted log cannot stand in for
     /// the ring at or before it.
     evicted_volatile: u64,
@@ -95,9 +108,9 @@ pub(crate) struct RingTail {
 }
 
 impl Hub {
-    pub(crate) fn new(current_rv: u64, capacity: usize) -> Hub {
+    pub(crate) fn new(current_rv: u64, capacity: usize, max_bytes: usize) -> Hub {
         let (latest, _) = tokio::sync::watch::channel(current_rv);
-        Hub { ring: Mutex::new(Ring::default()), capacity: capacity.max(1), latest }
+        Hub { ring: Mutex::new(Ring::default()), capacity: capacity.max(1), max_bytes, latest }
     }
 
     pub(crate) fn latest(&self) -> u64 {
@@ -112,12 +125,17 @@ impl Hub {
     pub(crate) fn publish(&self, events: Vec<Arc<Event>>, new_rv: u64) {
         if let Ok(mut ring) = self.ring.lock() {
             for event in events {
-                if ring.events.len() == self.capacity {
-                    if let Some(evicted) = ring.events.pop_front().filter(|e| e.volatile) {
+                ring.bytes += event.size;
+                ring.events.push_back(event);
+                // Bounded in count and in bytes (parsed objects take several times their JSON),
+                // always keeping the newest event.
+                while ring.events.len() > self.capacity || (ring.bytes > self.max_bytes && ring.events.len() > 1) {
+                    let Some(evicted) = ring.events.pop_front() else { break };
+                    ring.bytes -= evicted.size;
+                    if evicted.volatile {
                         ring.evicted_volatile = evicted.resource_version;
                     }
                 }
-                ring.events.push_back(event);
             }
         }
         self.latest.send_replace(new_rv);

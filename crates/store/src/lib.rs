@@ -70,6 +70,8 @@ pub enum StoreError {
     Closed,
     #[error("stored object {key:?} cannot be read: {why}")]
     Sealed { key: String, why: String },
+    #[error("object {key:?} is {bytes} bytes, more than the {limit} an object may take")]
+    TooLarge { key: String, bytes: usize, limit: usize },
     /// The disk is full: the write was not made, and the store goes on when space returns.
     #[error("the store's disk is full: {0}")]
     Full(String),
@@ -80,6 +82,9 @@ impl StoreError {
     pub(crate) fn for_each_job(&self) -> StoreError {
         match self {
             StoreError::Full(why) => StoreError::Full(why.clone()),
+            StoreError::TooLarge { key, bytes, limit } => {
+                StoreError::TooLarge { key: key.clone(), bytes: *bytes, limit: *limit }
+            }
             other => StoreError::Database(other.to_string()),
         }
     }
@@ -118,8 +123,13 @@ fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
 pub struct Options {
     /// Durable changes kept in the log for watch resume.
     pub change_log_capacity: u64,
-    /// Recent changes kept in memory for live watchers.
+    /// Recent changes kept in memory for live watchers, at most this many...
     pub ring_capacity: usize,
+    /// ...and at most this many bytes of them (as stored; parsed they take several times that).
+    pub ring_bytes: usize,
+    /// The largest object the store takes, in JSON bytes (etcd's default request limit, as
+    /// upstream Kubernetes has it).
+    pub max_object_bytes: usize,
     /// redb page cache in bytes. Small by default: pages it does not hold are read from the
     /// kernel's page cache, which holds the file anyway, so a large one mostly holds the same
     /// pages twice (in this process's PSS).
@@ -137,6 +147,8 @@ impl Default for Options {
         Options {
             change_log_capacity: 10_000,
             ring_capacity: 1_024,
+            ring_bytes: 4 << 20,
+            max_object_bytes: 1_572_864,
             cache_bytes: 256 << 10,
             checkpoint_bytes: 1 << 20,
             sealing: None,
@@ -290,7 +302,7 @@ impl Store {
         // The ring never reaches further back than the persisted log, so whether a version has
         // expired does not depend on which of the two serves it.
         let ring_capacity = options.ring_capacity.min(options.change_log_capacity.try_into().unwrap_or(usize::MAX));
-        let hub = Arc::new(Hub::new(base, ring_capacity));
+        let hub = Arc::new(Hub::new(base, ring_capacity, options.ring_bytes));
         let recent = Arc::new(RwLock::new(recent));
         let wal = Arc::new(Mutex::new(wal));
         let counters = Arc::new(Counters::default());
@@ -309,6 +321,7 @@ impl Store {
             checkpoint_bytes: options.checkpoint_bytes.max(1),
             db_path: path.to_path_buf(),
             checkpoint_postponed: false,
+            max_object_bytes: options.max_object_bytes,
         })?;
         Ok(Store { db, jobs, hub, codec, recent, wal, counters, reopened: Reopened { durable, base } })
     }

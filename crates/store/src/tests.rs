@@ -314,3 +314,20 @@ async fn checkpoints_move_changes_into_redb_and_a_power_cut_replays_the_log() {
     }
     assert_eq!(cut.get("core/configmaps/default/c3").expect("reads").expect("present")["data"]["i"], "59");
 }
+
+#[tokio::test]
+async fn an_object_over_the_size_limit_is_refused_and_the_ring_is_bounded_in_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = Options { max_object_bytes: 200, ring_bytes: 150, ..Options::default() };
+    let store = Store::open(&dir.path().join("store.redb"), options).expect("opens");
+    let big = json!({"metadata": {"name": "big"}, "data": "x".repeat(300)});
+    let refused = store.transact(move |txn| txn.put("core/configmaps/default/big", big)).await.expect("store");
+    assert!(matches!(refused, Err(StoreError::TooLarge { limit: 200, .. })), "{refused:?}");
+    assert!(store.get("core/configmaps/default/big").expect("reads").is_none());
+    for i in 0..6 {
+        put(&store, "core/configmaps/default/small", i).await;
+    }
+    // About 60 bytes each: the ring keeps two, the log serves the rest.
+    assert!(store.hub.events_after(1).is_none(), "the ring no longer reaches back");
+    assert_eq!(store.events_after(1).expect("from the log").len(), 5);
+}

@@ -44,6 +44,7 @@ struct Layers<'a> {
     recent: &'a Recent,
     objects: Option<&'a redb::ReadOnlyTable<&'static str, &'static [u8]>>,
     codec: &'a Codec,
+    max_object_bytes: usize,
 }
 
 impl Layers<'_> {
@@ -143,6 +144,14 @@ impl<'a> Txn<'a> {
             meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
         }
         let json = serde_json::to_vec(&obj).map_err(|source| StoreError::Corrupt { key: key.to_string(), source })?;
+        if json.len() > self.layers.max_object_bytes {
+            return Err(StoreError::TooLarge {
+                key: key.to_string(),
+                bytes: json.len(),
+                limit: self.layers.max_object_bytes,
+            });
+        }
+        let size = json.len();
         let bytes: Bytes = self.layers.codec.seal(key, key, json).into();
         let kind = if self.raw(key)?.is_some() { EventType::Modified } else { EventType::Added };
         let staged = self.stage(key);
@@ -159,6 +168,7 @@ impl<'a> Txn<'a> {
             key: key.to_string(),
             object: Arc::new(obj.clone()),
             volatile,
+            size,
         });
         Ok(obj)
     }
@@ -170,6 +180,7 @@ impl<'a> Txn<'a> {
         let Some(previous) = self.raw(key)? else { return Ok(None) };
         let mut obj = decode(self.layers.codec, key, &previous)?;
         let durable = self.durable_raw(key)?.is_some();
+        let size = previous.len();
         let staged = self.stage(key);
         if durable {
             staged.durable = Some(None);
@@ -186,6 +197,7 @@ impl<'a> Txn<'a> {
             key: key.to_string(),
             object: Arc::new(obj.clone()),
             volatile: !durable,
+            size,
         });
         Ok(Some(obj))
     }
@@ -288,6 +300,8 @@ pub(crate) struct Writer {
     pub(crate) db_path: std::path::PathBuf,
     /// A checkpoint is waiting for room (said once).
     pub(crate) checkpoint_postponed: bool,
+    /// The largest object a write may store (JSON bytes).
+    pub(crate) max_object_bytes: usize,
 }
 
 pub(crate) fn spawn(writer: Writer) -> Result<Sender<Request>, StoreError> {
@@ -370,7 +384,12 @@ impl Writer {
             let recent = self.recent.read().map_err(|_| poisoned())?;
             let rtx = self.db.begin_read()?;
             let objects = read_table(&rtx, OBJECTS)?;
-            let layers = Layers { recent: &recent, objects: objects.as_ref(), codec: &self.codec };
+            let layers = Layers {
+                recent: &recent,
+                objects: objects.as_ref(),
+                codec: &self.codec,
+                max_object_bytes: self.max_object_bytes,
+            };
             for job in batch.iter_mut() {
                 let mut txn =
                     Txn { layers: &layers, staged: &mut staged, next_rv, undo: Vec::new(), events: Vec::new() };
