@@ -383,8 +383,18 @@ fn check_body_identity(ctx: &Ctx, obj: &Value) -> Result<(), ApiError> {
 }
 
 /// Decodes a request object and runs the schema checks that need no stored state.
-fn decode_for_write(ctx: &Ctx, body: &[u8]) -> Result<(Value, Vec<String>), ApiError> {
-    let mut obj = decode_object(body, ctx.content_type.as_deref())?;
+/// Bodies past this are parsed on a blocking thread: the API goes on serving meanwhile.
+const PARSE_ASIDE: usize = 256 << 10;
+
+async fn decode_for_write(ctx: &Ctx, body: bytes::Bytes) -> Result<(Value, Vec<String>), ApiError> {
+    let mut obj = if body.len() > PARSE_ASIDE {
+        let content_type = ctx.content_type.clone();
+        tokio::task::spawn_blocking(move || decode_object(&body, content_type.as_deref()))
+            .await
+            .map_err(|e| ApiError::internal(format!("parsing the body failed: {e}")))??
+    } else {
+        decode_object(&body, ctx.content_type.as_deref())?
+    };
     check_body_identity(ctx, &obj)?;
     let validation = FieldValidation::parse(ctx.query.get("fieldValidation"))?;
     let warnings = schemas::check(&ctx.rt, &mut obj, validation)?;
@@ -393,7 +403,7 @@ fn decode_for_write(ctx: &Ctx, body: &[u8]) -> Result<(Value, Vec<String>), ApiE
 
 async fn create(ctx: &Ctx, user: &User, body: Incoming) -> Result<Reply, ApiError> {
     let body = read_body(body).await?;
-    let (mut obj, warnings) = decode_for_write(ctx, &body)?;
+    let (mut obj, warnings) = decode_for_write(ctx, body).await?;
     // A node's certificate request is signed as it is created (the server is the signer).
     let signed = match (&ctx.state.security, ctx.rt.kind.as_str()) {
         (Some(security), "CertificateSigningRequest") if !ctx.rt.custom => {
@@ -503,7 +513,7 @@ async fn bind(ctx: &Ctx, name: &str, binding: Value) -> Result<Reply, ApiError> 
 
 async fn update(ctx: &Ctx, name: &str, subresource: Option<String>, body: Incoming) -> Result<Reply, ApiError> {
     let body = read_body(body).await?;
-    let (obj, warnings) = decode_for_write(ctx, &body)?;
+    let (obj, warnings) = decode_for_write(ctx, body).await?;
     let written = update_object(ctx, name, subresource, move |_old| Ok(obj)).await?;
     after_write(ctx);
     Ok(ctx.object_reply(200, written.object(), &warnings))

@@ -498,6 +498,22 @@ fn main() -> std::process::ExitCode {
     if matches!(cli.command, Command::Server(_) | Command::Agent(_)) {
         self_update::apply_start_faults();
     }
+    let long_running = matches!(
+        cli.command,
+        Command::Server(_)
+            | Command::Agent(_)
+            | Command::Up(_)
+            | Command::Launch(_)
+            | Command::EcuSim(_)
+            | Command::EcuGateway(_)
+    );
+    if !long_running {
+        // A command whose output is cut (`axle get pods | head -1`) ends quietly, as other
+        // Unix tools do, instead of panicking on the closed pipe. (Services keep Rust's default:
+        // a closed socket or pipe is an error they handle.)
+        // SAFETY: restoring a signal's default disposition at start, before any thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let exports = match &cli.command {
         Command::Server(args) => args.otlp.otlp_endpoint.is_some(),
         Command::Agent(args) => args.otlp.otlp_endpoint.is_some(),

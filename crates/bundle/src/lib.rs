@@ -77,12 +77,27 @@ pub struct Created {
 }
 
 /// The files of a source directory, sorted, with their custom metadata (`<file>.meta.json`).
+/// A symbolic link is followed only when it stays inside the directory (so no file of the
+/// building machine is packaged by mistake), and a directory is read once (no loops).
 fn sources(dir: &Path) -> Result<Vec<(String, PathBuf)>, BundleError> {
+    let root = dir.canonicalize().map_err(BundleError::io(dir))?;
     let mut found = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(current) = pending.pop() {
+        let real = current.canonicalize().map_err(BundleError::io(&current))?;
+        if !seen.insert(real) {
+            continue;
+        }
         for entry in std::fs::read_dir(&current).map_err(BundleError::io(&current))?.flatten() {
             let path = entry.path();
+            let is_link = entry.file_type().is_ok_and(|t| t.is_symlink());
+            if is_link && !path.canonicalize().is_ok_and(|target| target.starts_with(&root)) {
+                return Err(BundleError::Metadata(format!(
+                    "{} is a symbolic link out of the source directory (or to nothing)",
+                    path.display()
+                )));
+            }
             if path.is_dir() {
                 pending.push(path);
             } else if !path.to_string_lossy().ends_with(".meta.json") {
@@ -583,6 +598,22 @@ fn decode(raw: &Path, payload: &Value, base: Option<&Path>, out: &Path, limit: u
 mod tests {
     use super::*;
     use trust::{PublicKey, ROLES};
+
+    #[test]
+    fn sources_refuse_links_out_of_the_directory_and_read_a_looping_directory_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let source = dir.path().join("src");
+        std::fs::create_dir_all(source.join("fw")).expect("mkdir");
+        std::fs::write(source.join("fw/a.bin"), b"a").expect("write");
+        std::os::unix::fs::symlink(&source, source.join("fw/loop")).expect("a loop");
+        std::os::unix::fs::symlink(source.join("fw/a.bin"), source.join("alias.bin")).expect("an inner link");
+        let names: Vec<String> = sources(&source).expect("listed").into_iter().map(|(n, _)| n).collect();
+        assert!(names.contains(&"fw/a.bin".to_string()) && names.contains(&"alias.bin".to_string()), "{names:?}");
+        std::fs::write(dir.path().join("host-secret"), b"s").expect("write");
+        std::os::unix::fs::symlink(dir.path().join("host-secret"), source.join("leak.bin")).expect("an outer link");
+        let error = sources(&source).expect_err("refused");
+        assert!(error.to_string().contains("out of the source directory"), "{error}");
+    }
 
     #[test]
     fn a_payload_that_does_not_decode_is_the_bundles_fault_and_a_failing_disk_is_not() {

@@ -440,14 +440,24 @@ pub async fn serve(config: SimConfig, listener: TcpListener, udp: UdpSocket) -> 
             }
         }
     });
+    // The sockets it announces (`max_sockets`) are all it serves: a further tester is closed.
+    let sockets = Arc::new(tokio::sync::Semaphore::new(usize::from(MAX_SOCKETS)));
     loop {
         let (stream, peer) =
             listener.accept().await.map_err(|e| EcuError::Io { what: format!("accept on {address}"), cause: e })?;
+        let Ok(socket) = sockets.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "all {MAX_SOCKETS} sockets in use; closing a new tester connection");
+            drop(stream);
+            continue;
+        };
         let ecu = ecu.clone();
         let logical_address = config.logical_address;
+        let open = sockets.clone();
         tokio::spawn(async move {
+            let _socket = socket;
             let mut link = Link::new(stream);
-            match serve_tester(&mut link, &ecu, logical_address).await {
+            let open_sockets = || MAX_SOCKETS - open.available_permits() as u8;
+            match serve_tester(&mut link, &ecu, logical_address, &open_sockets).await {
                 Ok(()) | Err(LinkError::Closed) => {}
                 Err(e) => tracing::debug!(%peer, error = %e, "tester connection ended"),
             }
@@ -480,7 +490,15 @@ fn announcement_vin(message: &Message) -> &[u8; 17] {
 }
 
 /// One tester connection: routing activation, then diagnostic messages.
-async fn serve_tester(link: &mut Link, ecu: &Arc<Mutex<Ecu>>, address: u16) -> Result<(), LinkError> {
+/// TCP sockets a simulated ECU serves at once (DoIP's `max_sockets`).
+const MAX_SOCKETS: u8 = 4;
+
+async fn serve_tester(
+    link: &mut Link,
+    ecu: &Arc<Mutex<Ecu>>,
+    address: u16,
+    open_sockets: &(dyn Fn() -> u8 + Sync),
+) -> Result<(), LinkError> {
     let mut tester: Option<u16> = None;
     loop {
         let message = match link.receive().await {
@@ -516,8 +534,8 @@ async fn serve_tester(link: &mut Link, ecu: &Arc<Mutex<Ecu>>, address: u16) -> R
             Message::EntityStatusRequest => {
                 let status = Message::EntityStatusResponse {
                     node_type: 1,
-                    max_sockets: 4,
-                    open_sockets: 1,
+                    max_sockets: MAX_SOCKETS,
+                    open_sockets: open_sockets(),
                     max_data_size: Some(MAX_PAYLOAD),
                 };
                 link.send(&status).await?;

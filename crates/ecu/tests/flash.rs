@@ -121,3 +121,30 @@ async fn with_ab_banks_an_image_goes_to_the_inactive_bank_and_the_other_keeps_th
     let (restarted, _) = start_sim(dir.path(), |c| c.ab_banks = true).await;
     assert_eq!(flasher::identify(&restarted, &timing).await.expect("identify").0, "3.0.0");
 }
+
+#[tokio::test]
+async fn the_sim_serves_the_sockets_it_announces_and_closes_a_further_one() {
+    use tokio::io::AsyncReadExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (target, _) = start_sim(dir.path(), |_| {}).await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(tokio::net::TcpStream::connect(target.address).await.expect("a socket"));
+    }
+    let mut fifth = tokio::net::TcpStream::connect(target.address).await.expect("connects");
+    let mut byte = [0u8; 1];
+    let read =
+        tokio::time::timeout(Duration::from_secs(10), fifth.read(&mut byte)).await.expect("closed, not left open");
+    assert_eq!(read.expect("read"), 0, "the fifth tester is closed at once");
+    drop(held);
+    // Places free up again: a tester gets through.
+    let again = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if flasher::identify(&target, &Timing::default()).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    again.await.expect("a tester gets through once the sockets are free");
+}
