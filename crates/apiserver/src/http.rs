@@ -213,14 +213,15 @@ pub fn decode_object(bytes: &[u8], content_type: Option<&str>) -> Result<Value, 
         )));
     }
     let media_type = content_type.and_then(|ct| ct.split(';').next()).map(|m| m.trim().to_ascii_lowercase());
+    // As upstream: a body is JSON, YAML or protobuf. One that says nothing is read as JSON
+    // (kubectl sends DeleteOptions so).
     if !matches!(
         media_type.as_deref(),
-        Some("application/json" | "application/yaml" | "application/x-yaml" | "text/yaml")
+        None | Some("application/json" | "application/yaml" | "application/x-yaml" | "text/yaml")
     ) {
-        // As upstream: a body is JSON, YAML or protobuf, and says so.
         return Err(ApiError::unsupported_media_type(format!(
             "the body of the request was in an unknown format ({}) - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf",
-            content_type.unwrap_or("no Content-Type")
+            content_type.unwrap_or("")
         )));
     }
     let yaml = content_type.is_some_and(|ct| ct.contains("yaml"));
