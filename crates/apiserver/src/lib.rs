@@ -484,6 +484,12 @@ async fn serve(state: Arc<State>, req: hyper::Request<hyper::body::Incoming>, ro
 
 pub use bootstrap::JOIN_APPROVED;
 
+/// Decodes a request body as the API does (JSON, YAML, a protobuf envelope), for fuzzing and
+/// tools: the object, or the Status a client would get.
+pub fn decode_body(bytes: &[u8], content_type: Option<&str>) -> Result<serde_json::Value, api::ApiError> {
+    http::decode_object(bytes, content_type)
+}
+
 /// Replaces the bootstrap token of the server whose data directory is `data_dir` (valid for
 /// `ttl`, or until rotated again); returns the new token.
 pub fn rotate_node_token(data_dir: &Path, ttl: Option<Duration>) -> anyhow::Result<String> {
