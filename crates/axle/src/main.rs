@@ -692,7 +692,11 @@ async fn ecu_gateway(args: EcuGatewayArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_agent(args: AgentArgs, log_sink: Option<telemetry::export::LogSink>) -> anyhow::Result<()> {
+async fn run_agent(mut args: AgentArgs, log_sink: Option<telemetry::export::LogSink>) -> anyhow::Result<()> {
+    // Runtimes are handed paths inside it (OCI bundles, rootfs): they must not depend on the
+    // working directory.
+    args.data_dir = std::path::absolute(&args.data_dir)
+        .with_context(|| format!("cannot resolve the data directory {}", args.data_dir.display()))?;
     let mut labels = std::collections::BTreeMap::new();
     for pair in args.labels.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').with_context(|| format!("--labels: {pair:?} is not key=value"))?;
