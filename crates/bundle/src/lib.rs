@@ -76,6 +76,9 @@ pub struct Created {
     pub bytes: u64,
 }
 
+/// The most targets one bundle may hold (a campaign lists them all in one object).
+pub const MAX_TARGETS: usize = 1_000;
+
 /// The files of a source directory, sorted, with their custom metadata (`<file>.meta.json`).
 /// A symbolic link is followed only when it stays inside the directory (so no file of the
 /// building machine is packaged by mistake), and a directory is read once (no loops).
@@ -105,6 +108,13 @@ fn sources(dir: &Path) -> Result<Vec<(String, PathBuf)>, BundleError> {
                 found.push((name, path));
             }
         }
+    }
+    if found.len() > MAX_TARGETS {
+        return Err(BundleError::Metadata(format!(
+            "{} has {} files; a bundle holds at most {MAX_TARGETS} targets",
+            dir.display(),
+            found.len()
+        )));
     }
     found.sort();
     Ok(found)
@@ -382,6 +392,11 @@ pub fn verify_and_stage(
     {
         return Err(BundleError::Metadata("the bundle record does not bind these targets".into()));
     }
+    let count = targets["targets"].as_object().map_or(0, serde_json::Map::len);
+    if count > MAX_TARGETS {
+        // Even signed, more than a car's update holds: refused before any work scales with it.
+        return Err(BundleError::Metadata(format!("{count} targets; a bundle holds at most {MAX_TARGETS}")));
+    }
     check_expiry("bundle metadata", record["expires"].as_str().unwrap_or(""), &now)?;
     check_expiry("targets metadata", targets["expires"].as_str().unwrap_or(""), &now)?;
     let version = record["version"].as_u64().unwrap_or(0);
@@ -613,6 +628,18 @@ mod tests {
         std::os::unix::fs::symlink(dir.path().join("host-secret"), source.join("leak.bin")).expect("an outer link");
         let error = sources(&source).expect_err("refused");
         assert!(error.to_string().contains("out of the source directory"), "{error}");
+    }
+
+    #[test]
+    fn a_source_with_more_targets_than_a_bundle_holds_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for i in 0..=MAX_TARGETS {
+            std::fs::write(dir.path().join(format!("f{i}.bin")), b"x").expect("write");
+        }
+        let error = sources(dir.path()).expect_err("too many");
+        assert!(error.to_string().contains("at most 1000 targets"), "{error}");
+        std::fs::remove_file(dir.path().join("f0.bin")).expect("rm");
+        assert_eq!(sources(dir.path()).expect("at the limit").len(), MAX_TARGETS);
     }
 
     #[test]
