@@ -215,6 +215,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// connections is refused before it can exhaust the process's file descriptors.
 const MAX_CONNECTIONS: usize = 512;
 const MAX_CONNECTIONS_PER_ADDRESS: usize = 128;
+/// Beyond the cap, this many more for addresses holding fewer than `LIGHT_CLIENT`.
+const RESERVED_FOR_LIGHT_CLIENTS: usize = 64;
+const LIGHT_CLIENT: usize = 4;
 /// A request's headers must arrive within this (also an idle HTTP/1 connection's next request).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// An HTTP/2 peer that answers no ping within this is gone.
@@ -236,7 +239,11 @@ impl Connections {
     /// A place for a connection from `address`, or why there is none.
     fn admit(self: &Arc<Self>, address: std::net::IpAddr) -> Result<Admitted, &'static str> {
         let mut open = self.by_address.lock().map_err(|_| "the connection table is poisoned")?;
-        if open.values().sum::<usize>() >= MAX_CONNECTIONS {
+        let total: usize = open.values().sum();
+        // A client with hardly any connection (kubectl, an agent) still gets in while others
+        // flood: a reserve beyond the cap is kept for addresses holding fewer than a few.
+        let light = open.get(&address).copied().unwrap_or(0) < LIGHT_CLIENT;
+        if total >= MAX_CONNECTIONS && !(light && total < MAX_CONNECTIONS + RESERVED_FOR_LIGHT_CLIENTS) {
             return Err("too many connections");
         }
         let from_address = open.entry(address).or_default();
