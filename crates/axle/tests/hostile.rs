@@ -188,3 +188,45 @@ fn a_full_disk_fails_writes_clearly_keeps_reads_and_heartbeats_and_recovers_when
     still_serving(&server);
     drop(server);
 }
+
+/// Completes TLS, then trickles a request's headers a byte a second; prints whether the server
+/// closed the connection before the trickle's 90 s were over.
+const SLOWLORIS: &str = r#"
+import socket, ssl, sys, time
+host, port, ca = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+context = ssl.create_default_context(cafile=ca)
+context.check_hostname = False
+s = context.wrap_socket(socket.create_connection((host, port)), server_hostname="localhost")
+s.sendall(b"GET /version HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+for _ in range(90):
+    try:
+        s.sendall(b"a")
+        s.settimeout(1)
+        if s.recv(1) == b"":
+            print("closed", flush=True)
+            sys.exit(0)
+    except socket.timeout:
+        continue
+    except OSError:
+        print("closed", flush=True)
+        sys.exit(0)
+print("open", flush=True)
+"#;
+
+#[test]
+fn a_request_whose_headers_trickle_in_is_cut_off() {
+    let server = Server::start();
+    server.apply_stdin("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: canary}\ndata: {k: v}\n", &[]);
+    let (host, port) = server.addr.rsplit_once(':').expect("host:port");
+    let slow = Command::new(python())
+        .args(["-c", SLOWLORIS, host, port])
+        .arg(server.ca_file())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python runs (.venv: bash .ci/run)");
+    // Meanwhile the server serves everyone else.
+    still_serving(&server);
+    let out = slow.wait_with_output().expect("python ends");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "closed", "headers must arrive within 30 s");
+    still_serving(&server);
+}
