@@ -293,11 +293,12 @@ impl Store {
                 recent.set_durable(&event.key, slot);
             }
         }
-        let logged = wal.last_rv().max(checkpointed);
+        // The newest durable resourceVersion: the last record newer than redb, else redb's.
         let durable = records.last().map_or(checkpointed, |r| r.rv).max(checkpointed);
-        // A store closed cleanly knows its exact resourceVersion; otherwise volatile writes may
-        // have gone past the newest durable one, and this run starts beyond where they can be.
-        let base = if clean && logged <= checkpointed { checkpointed } else { durable + VOLATILE_SPAN };
+        // A store closed cleanly (and logged nothing since) knows its exact resourceVersion;
+        // otherwise volatile writes may have gone past the newest durable one, and this run
+        // starts beyond where they can be.
+        let base = if clean && records.is_empty() { checkpointed } else { durable + VOLATILE_SPAN };
         recent.rv = base;
         // The ring never reaches further back than the persisted log, so whether a version has
         // expired does not depend on which of the two serves it.

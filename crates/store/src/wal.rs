@@ -93,7 +93,7 @@ impl Wal {
         let mut records = Vec::new();
         let count = segments.len();
         for (i, segment) in segments.iter_mut().enumerate() {
-            let sealed = segment.path.file_stem().is_some_and(|s| s.to_string_lossy().contains('-'));
+            let sealed = is_sealed(segment);
             if sealed && segment.last <= after {
                 continue;
             }
@@ -122,11 +122,6 @@ impl Wal {
             records.extend(read.into_iter().filter(|r| r.rv > after));
         }
         Ok((Wal { dir: dir.to_path_buf(), segments, active: None, capacity: capacity.max(1) }, records))
-    }
-
-    /// The newest resourceVersion any record holds (0 for an empty log).
-    pub(crate) fn last_rv(&self) -> u64 {
-        self.segments.last().map_or(0, |s| s.last)
     }
 
     /// Appends one record and makes it durable; returns the bytes appended. `base` is the
@@ -372,7 +367,7 @@ mod tests {
         assert_eq!(records.iter().map(|r| r.rv).collect::<Vec<_>>(), [2, 3]);
         assert_eq!(records[0].changes, [change(1), change(2)]);
         assert_eq!(std::fs::metadata(&segment).expect("segment").len() as usize, good);
-        assert_eq!(wal.last_rv(), 3);
+        assert_eq!(wal.segments.last().map(|s| s.last), Some(3));
         let (_, after_two) = Wal::open(&log, 100, 2).expect("opens");
         assert_eq!(after_two.len(), 1, "records already checkpointed are skipped");
     }
