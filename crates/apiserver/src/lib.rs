@@ -128,6 +128,22 @@ impl RunningServer {
     }
 }
 
+/// The store's options with the key that seals Secrets.
+fn store_options(config: &Config) -> anyhow::Result<store::Options> {
+    let mut options = config.store.clone();
+    options.sealing =
+        Some(store::Sealing { key: ensure_secrets_key(&config.data_dir)?, prefixes: vec![SECRETS_PREFIX.to_string()] });
+    Ok(options)
+}
+
+/// Rebuilds a damaged store from what still reads back of it, keeping the damaged files aside
+/// (`axle server --recover`); run before [`start`].
+pub fn recover_store(config: &Config) -> anyhow::Result<store::Recovery> {
+    let store_path = config.data_dir.join(store::FILE_NAME);
+    store::recover(&store_path, &store_options(config)?)
+        .with_context(|| format!("cannot recover the store {}", store_path.display()))
+}
+
 /// Opens the store, binds the listener and serves until shut down. Returns once the API answers.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     std::fs::create_dir_all(&config.data_dir)
@@ -140,11 +156,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .with_context(|| format!("cannot migrate the store {}", legacy_store.display()))?;
     store::migrate_v3(&v3_store, &store_path)
         .with_context(|| format!("cannot migrate the store {}", v3_store.display()))?;
-    let mut options = config.store.clone();
-    options.sealing =
-        Some(store::Sealing { key: ensure_secrets_key(&config.data_dir)?, prefixes: vec![SECRETS_PREFIX.to_string()] });
-    let store =
-        Store::open(&store_path, options).with_context(|| format!("cannot open the store {}", store_path.display()))?;
+    let store = Store::open(&store_path, store_options(&config)?).map_err(|e| {
+        let hint = match e.is_damage() {
+            true => "; `axle server --recover` rebuilds it from what still reads back, keeping the damaged files aside",
+            false => "",
+        };
+        anyhow::anyhow!("cannot open the store {}: {e}{hint}", store_path.display())
+    })?;
     let content_dir = config.data_dir.join("content");
     let content = images::ContentStore::open(&content_dir)
         .with_context(|| format!("cannot open the content store {}", content_dir.display()))?;

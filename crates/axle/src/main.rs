@@ -438,6 +438,10 @@ struct ServerArgs {
     /// seconds (0: until `axle node token rotate`).
     #[arg(long, default_value_t = 7 * 24 * 3600)]
     bootstrap_token_ttl_seconds: u64,
+    /// Before serving, rebuild the store from what still reads back of it (for a store refused
+    /// as damaged): the damaged files are kept aside, and what could not be read is listed.
+    #[arg(long)]
+    recover: bool,
     #[command(flatten)]
     otlp: OtlpArgs,
 }
@@ -928,6 +932,11 @@ fn run_server(args: ServerArgs, started: Instant, log_sink: Option<telemetry::ex
                     .then(|| std::time::Duration::from_secs(args.bootstrap_token_ttl_seconds)),
             }),
         };
+        if args.recover {
+            let recovery = apiserver::recover_store(&config)?;
+            tracing::warn!(objects = recovery.objects, lost = recovery.lost.len(), "store recovered");
+            eprintln!("{recovery}");
+        }
         let server = apiserver::start(config).await?;
         let (stop_export, export_shutdown) = tokio::sync::watch::channel(false);
         let exporter = export.zip(export_metrics).map(|((config, sink), metrics)| {

@@ -5,7 +5,7 @@ mod support;
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
-use support::{python, Server};
+use support::{axle_bin, python, Server};
 
 /// The known object, and whether the server still answers and still holds it.
 fn still_serving(server: &Server) {
@@ -229,4 +229,37 @@ fn a_request_whose_headers_trickle_in_is_cut_off() {
     let out = slow.wait_with_output().expect("python ends");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "closed", "headers must arrive within 30 s");
     still_serving(&server);
+}
+
+#[test]
+fn a_damaged_store_is_refused_with_the_way_out_and_recover_rebuilds_it() {
+    let mut server = Server::start();
+    server.apply_stdin("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: canary}\ndata: {k: v}\n", &[]);
+    assert!(server.terminate().success(), "a clean stop");
+    let dir = server.crash();
+    // A damaged header: the file is no longer recognisably the store.
+    let store = dir.path().join("store-v4.redb");
+    let mut bytes = std::fs::read(&store).expect("read the store");
+    bytes[..4].iter_mut().for_each(|b| *b ^= 0xff);
+    std::fs::write(&store, &bytes).expect("damage the store");
+
+    let refused = Command::new(axle_bin())
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("axle server runs");
+    assert!(!refused.status.success(), "a damaged store is not served");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("damaged") && stderr.contains("axle server --recover"), "{stderr}");
+
+    let server = Server::start_in_with(dir, &["--recover"]);
+    let log = std::fs::read_to_string(server.data_dir().join(format!("server-{}.log", std::process::id())))
+        .expect("server log");
+    assert!(log.contains("rebuilt the store with") && log.contains("damaged files kept at"), "{log}");
+    // What the log still held is back.
+    still_serving(&server);
+    assert!(std::fs::read_dir(server.data_dir())
+        .expect("data dir")
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().starts_with("store-v4.redb.damaged-")));
 }

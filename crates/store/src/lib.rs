@@ -23,21 +23,25 @@
 //! which it owns: callers never choose resource versions; which writes may be volatile is the
 //! caller's decision.
 
+mod database;
 mod hub;
 mod legacy;
 mod recent;
+mod recover;
 mod seal;
 mod wal;
 mod writer;
 
 pub use hub::{Event, EventType};
 pub use legacy::{migrate_legacy, migrate_v3};
+pub use recover::{recover, Recovery};
 pub use seal::Sealing;
 pub use writer::Txn;
 
+use database::SharedDatabase;
 use hub::Hub;
 use recent::{Bytes, Merge, Recent};
-use redb::{Database, ReadableDatabase as _, TableDefinition};
+use redb::{Database, TableDefinition};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,6 +66,9 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 pub enum StoreError {
     #[error("store database error: {0}")]
     Database(String),
+    /// redb itself failed (an I/O error underneath, or a damaged file): the writer reopens it.
+    #[error("store database error: {0}")]
+    Redb(String),
     #[error("stored object {key:?} is not valid JSON: {source}")]
     Corrupt { key: String, source: serde_json::Error },
     #[error("resource version {requested} is too old (oldest retained change is {oldest})")]
@@ -75,6 +82,17 @@ pub enum StoreError {
     /// The disk is full: the write was not made, and the store goes on when space returns.
     #[error("the store's disk is full: {0}")]
     Full(String),
+    /// Part of the store cannot be read back as it was written ([`recover`] salvages the rest).
+    #[error("the store is damaged: {0}")]
+    Damaged(String),
+}
+
+impl StoreError {
+    /// Whether the error says the files are damaged (rather than busy, full or unreachable):
+    /// what [`recover`] is for.
+    pub fn is_damage(&self) -> bool {
+        matches!(self, StoreError::Damaged(_) | StoreError::Corrupt { .. })
+    }
 }
 
 impl StoreError {
@@ -93,18 +111,33 @@ impl StoreError {
 macro_rules! db_error_from {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
-            fn from(e: $t) -> Self { StoreError::Database(e.to_string()) }
+            fn from(e: $t) -> Self { StoreError::Redb(e.to_string()) }
         }
     )*};
 }
-db_error_from!(
-    redb::Error,
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
+db_error_from!(redb::Error, redb::TransactionError, redb::TableError, redb::CommitError);
+
+impl From<redb::StorageError> for StoreError {
+    fn from(e: redb::StorageError) -> Self {
+        match &e {
+            // A file that fails redb's checks, or is not a redb file at all.
+            redb::StorageError::Corrupted(_) => StoreError::Damaged(e.to_string()),
+            redb::StorageError::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+                StoreError::Damaged(e.to_string())
+            }
+            _ => StoreError::Redb(e.to_string()),
+        }
+    }
+}
+
+impl From<redb::DatabaseError> for StoreError {
+    fn from(e: redb::DatabaseError) -> Self {
+        match e {
+            redb::DatabaseError::Storage(e) => e.into(),
+            e => StoreError::Redb(e.to_string()),
+        }
+    }
+}
 
 /// Opens a table for reading; a table that does not exist yet (nothing written so far) is None.
 fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
@@ -245,7 +278,7 @@ struct Reopened {
 /// The store handle; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    db: Arc<SharedDatabase>,
     jobs: std::sync::mpsc::Sender<Request>,
     hub: Arc<Hub>,
     codec: Arc<seal::Codec>,
@@ -264,11 +297,19 @@ impl Store {
     /// Opens (or creates) the store at `path` (and its log beside it), replays the log into
     /// memory and starts the writer thread. Writes nothing.
     pub fn open(path: &Path, options: Options) -> Result<Store, StoreError> {
-        let db = Database::builder().set_cache_size(options.cache_bytes).create(path)?;
-        let db = Arc::new(db);
+        let (file, cache) = (path.to_path_buf(), options.cache_bytes);
+        // The check reads the whole file (about 1 ms for 300 KB): a flipped bit is refused at
+        // open rather than served, or met by a panic deep in a read.
+        let opener = move || Database::builder().set_cache_size(cache).set_check_integrity_on_open(true).create(&file);
+        Store::open_with(path, options, Box::new(opener))
+    }
+
+    /// [`Store::open`] with the database opened by `opener` (the tests' failing disks).
+    fn open_with(path: &Path, options: Options, opener: database::Opener) -> Result<Store, StoreError> {
+        let db = Arc::new(SharedDatabase::open(opener)?);
         let codec = Arc::new(seal::Codec::new(options.sealing.as_ref()));
         let (checkpointed, clean) = {
-            let rtx = db.begin_read()?;
+            let rtx = db.hold()?.begin_read()?;
             match read_table(&rtx, META)? {
                 Some(meta) => (
                     meta.get(writer::META_RV)?.map_or(0, |v| v.value()),
@@ -282,15 +323,7 @@ impl Store {
         for record in &records {
             for (rv, bytes) in &record.changes {
                 let event = hub::decode_change(&codec, *rv, bytes)?;
-                let slot = match event.kind {
-                    EventType::Deleted => None,
-                    _ => {
-                        let json = serde_json::to_vec(&*event.object)
-                            .map_err(|source| StoreError::Corrupt { key: event.key.clone(), source })?;
-                        Some(Bytes::from(codec.seal(&event.key, &event.key, json)))
-                    }
-                };
-                recent.set_durable(&event.key, slot);
+                recent.set_durable(&event.key, durable_slot(&codec, &event)?);
             }
         }
         // The newest durable resourceVersion: the last record newer than redb, else redb's.
@@ -323,6 +356,7 @@ impl Store {
             db_path: path.to_path_buf(),
             checkpoint_postponed: false,
             max_object_bytes: options.max_object_bytes,
+            redb_retry: None,
         })?;
         Ok(Store { db, jobs, hub, codec, recent, wal, counters, reopened: Reopened { durable, base } })
     }
@@ -386,7 +420,8 @@ impl Store {
                     recent::Found::Deleted => None,
                     recent::Found::Unknown => {
                         // Opened under the lock: a checkpoint cannot slip between the two looks.
-                        let rtx = self.db.begin_read()?;
+                        let db = self.db.hold()?;
+                        let rtx = db.begin_read()?;
                         drop(recent);
                         let Some(table) = read_table(&rtx, OBJECTS)? else { return Ok(None) };
                         let bytes = table.get(key)?;
@@ -433,9 +468,10 @@ impl Store {
         mut take: impl FnMut(&str, &[u8]) -> Result<Option<T>, StoreError>,
     ) -> Result<(Vec<T>, u64, Option<String>), StoreError> {
         let start = start_after.unwrap_or(prefix);
+        let db = self.db.hold()?;
         let (rtx, overlay, rv) = {
             let recent = self.recent.read().map_err(|_| poisoned())?;
-            (self.db.begin_read()?, recent.range(prefix, start), recent.rv)
+            (db.begin_read()?, recent.range(prefix, start), recent.rv)
         };
         let table = read_table(&rtx, OBJECTS)?;
         let base = match &table {
@@ -503,6 +539,18 @@ impl Store {
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.hub.subscribe()
     }
+}
+
+/// What a logged change leaves under its key: the object as stored, or nothing.
+fn durable_slot(codec: &seal::Codec, event: &Event) -> Result<recent::Slot, StoreError> {
+    Ok(match event.kind {
+        EventType::Deleted => None,
+        _ => {
+            let json = serde_json::to_vec(&*event.object)
+                .map_err(|source| StoreError::Corrupt { key: event.key.clone(), source })?;
+            Some(Bytes::from(codec.seal(&event.key, &event.key, json)))
+        }
+    })
 }
 
 fn poisoned() -> StoreError {

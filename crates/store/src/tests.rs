@@ -114,7 +114,7 @@ async fn delete_emits_event_with_deletion_version() {
 pub(crate) async fn when_released<T>(mut attempt: impl FnMut() -> Result<T, StoreError>) -> T {
     loop {
         match attempt() {
-            Err(StoreError::Database(e)) if e.contains("already open") => {
+            Err(StoreError::Redb(e)) if e.contains("already open") => {
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await
             }
             other => return other.expect("the store file opens"),
@@ -330,4 +330,164 @@ async fn an_object_over_the_size_limit_is_refused_and_the_ring_is_bounded_in_byt
     // About 60 bytes each: the ring keeps two, the log serves the rest.
     assert!(store.hub.events_after(1).is_none(), "the ring no longer reaches back");
     assert_eq!(store.events_after(1).expect("from the log").len(), 5);
+}
+
+/// What `probe` finds once it finds something (within 30 s).
+async fn eventually<T>(mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(found) = probe() {
+            return found;
+        }
+        assert!(std::time::Instant::now() < deadline, "not within 30 s");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A disk whose writes fail with EIO while `failing` is set (reads go on).
+#[derive(Debug)]
+struct FailingDisk {
+    file: redb::backends::FileBackend,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FailingDisk {
+    fn check(&self) -> Result<(), std::io::Error> {
+        match self.failing.load(Ordering::SeqCst) {
+            true => Err(std::io::Error::from_raw_os_error(libc::EIO)),
+            false => Ok(()),
+        }
+    }
+}
+
+impl redb::StorageBackend for FailingDisk {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        self.file.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        self.file.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        self.check()?;
+        self.file.set_len(len)
+    }
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        self.check()?;
+        self.file.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        self.check()?;
+        self.file.write(offset, data)
+    }
+    fn close(&self) -> Result<(), std::io::Error> {
+        self.file.close()
+    }
+}
+
+#[tokio::test]
+async fn an_io_error_in_the_database_is_survived_by_reopening_it_once_the_cause_is_gone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store.redb");
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let opener: database::Opener = {
+        let (path, failing) = (path.clone(), failing.clone());
+        Box::new(move || {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| redb::DatabaseError::Storage(e.into()))?;
+            let file = redb::backends::FileBackend::new(file)?;
+            Database::builder().create_with_backend(FailingDisk { file, failing: failing.clone() })
+        })
+    };
+    // Every batch is checkpointed into the database at once.
+    let options = Options { checkpoint_bytes: 1, ..Options::default() };
+    let store = Store::open_with(&path, options.clone(), opener).expect("store opens");
+    put(&store, "core/pods/default/in-database", 1).await;
+    store.close().await.expect("checkpointed");
+
+    failing.store(true, Ordering::SeqCst);
+    // The write is acknowledged from the log; its checkpoint fails, and so does the reopen.
+    put(&store, "core/pods/default/in-log", 2).await;
+    let why = eventually(|| store.health().err()).await;
+    assert!(why.contains("Input/output"), "{why}");
+    assert_eq!(store.get("core/pods/default/in-log").expect("served from memory").expect("present")["v"], 2);
+
+    failing.store(false, Ordering::SeqCst);
+    // The writer reopens the database by itself; what it held is readable again.
+    let held = eventually(|| store.get("core/pods/default/in-database").ok()).await;
+    assert_eq!(held.expect("present")["v"], 1);
+    put(&store, "core/pods/default/after", 3).await;
+    assert!(store.health().is_ok());
+    store.close().await.expect("closes cleanly: the checkpoint goes through");
+    drop(store);
+
+    let store = reopen(&path, options).await;
+    for (key, v) in [("in-database", 1), ("in-log", 2), ("after", 3)] {
+        let found = store.get(&format!("core/pods/default/{key}")).expect("reads").expect("present");
+        assert_eq!(found["v"], v, "{key}");
+    }
+}
+
+/// Writes `count` objects, the first half checkpointed into the database and the rest only
+/// logged, as a power cut would leave them.
+async fn damaged_store_fixture(path: &std::path::Path, count: i64) {
+    // A short log: what is checkpointed leaves it.
+    let store = Store::open(path, Options { change_log_capacity: 4, ..Options::default() }).expect("store opens");
+    for i in 0..count {
+        let key: &'static str = Box::leak(format!("core/configmaps/default/c{i}").into_boxed_str());
+        put(&store, key, i).await;
+        if i + 1 == count / 2 {
+            store.close().await.expect("checkpointed");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_damaged_store_is_refused_and_recovery_rebuilds_it_from_what_reads_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pristine = dir.path().join("pristine");
+    std::fs::create_dir(&pristine).expect("mkdir");
+    damaged_store_fixture(&pristine.join("store.redb"), 40).await;
+    let size = std::fs::metadata(pristine.join("store.redb")).expect("stat").len();
+    let (mut refused, mut opened, mut from_database) = (0, 0, 0);
+    // Bit flips spread over the whole file.
+    for trial in 0..24u64 {
+        let case = dir.path().join(format!("case{trial}"));
+        std::fs::create_dir(&case).expect("mkdir");
+        let path = case.join("store.redb");
+        power_cut_copy(&pristine.join("store.redb"), &path);
+        let mut bytes = std::fs::read(&path).expect("read");
+        let at = (trial * 7919 * 4099) % size;
+        bytes[at as usize] ^= 1 << (trial % 8);
+        std::fs::write(&path, &bytes).expect("write");
+
+        let store = match Store::open(&path, Options::default()) {
+            Ok(store) => {
+                opened += 1;
+                store
+            }
+            Err(e) => {
+                assert!(e.is_damage(), "trial {trial}: byte {at}: refused for another reason: {e}");
+                refused += 1;
+                let recovery = recover(&path, &Options::default()).expect("recovery runs");
+                assert_eq!(recovery.kept_aside.len(), 2, "{recovery}");
+                assert!(recovery.objects == 40 || !recovery.lost.is_empty(), "{recovery}");
+                from_database += recovery.from_database;
+                reopen(&path, Options::default()).await
+            }
+        };
+        // Whatever opens serves only what was written: each object as it was, or not at all.
+        let page = store.list("core/configmaps/", None, 0, &|_| true).expect("lists");
+        for object in &page.items {
+            let name = object["metadata"]["name"].as_str().expect("a name");
+            let i: i64 = name.trim_start_matches("core/configmaps/default/c").parse().expect("a number");
+            assert_eq!(object["v"], i, "trial {trial}: byte {at}: {name} holds what was written");
+        }
+    }
+    assert!(refused > 0 && opened > 0, "{refused} refused, {opened} opened as they were");
+    assert!(from_database > 0, "recovery read objects from a damaged database");
 }

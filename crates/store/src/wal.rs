@@ -101,7 +101,7 @@ impl Wal {
             let (read, valid_len) = parse_records(&bytes);
             if valid_len < bytes.len() {
                 if i + 1 < count {
-                    return Err(StoreError::Database(format!(
+                    return Err(StoreError::Damaged(format!(
                         "the store's log segment {} is damaged at byte {valid_len}",
                         segment.path.display()
                     )));
@@ -122,6 +122,30 @@ impl Wal {
             records.extend(read.into_iter().filter(|r| r.rv > after));
         }
         Ok((Wal { dir: dir.to_path_buf(), segments, active: None, capacity: capacity.max(1) }, records))
+    }
+
+    /// Every record that can be read from the segments in `dir`, oldest first, and the
+    /// segments that could not be read whole (for `recover`; writes nothing).
+    pub(crate) fn salvage(dir: &Path) -> (Vec<Record>, Vec<String>) {
+        let mut segments: Vec<Segment> = match std::fs::read_dir(dir) {
+            Ok(entries) => entries.filter_map(|e| parse_name(&e.ok()?.path())).collect(),
+            Err(_) => Vec::new(),
+        };
+        segments.sort_by_key(|s| s.base);
+        let (mut records, mut damaged) = (Vec::new(), Vec::new());
+        for segment in &segments {
+            match std::fs::read(&segment.path) {
+                Ok(bytes) => {
+                    let (read, valid_len) = parse_records(&bytes);
+                    if valid_len < bytes.len() {
+                        damaged.push(format!("{} (from byte {valid_len})", segment.path.display()));
+                    }
+                    records.extend(read);
+                }
+                Err(e) => damaged.push(format!("{}: {e}", segment.path.display())),
+            }
+        }
+        (records, damaged)
     }
 
     /// Appends one record and makes it durable; returns the bytes appended. `base` is the

@@ -9,17 +9,18 @@
 //! the first volatile write of a run (and one every half span after) is preceded by a log
 //! record that makes the current resourceVersion durable.
 
+use crate::database::SharedDatabase;
 use crate::hub::{Event, EventType, Hub};
 use crate::recent::{Bytes, Found, Merge, Recent, Slot};
 use crate::seal::Codec;
 use crate::wal::{Change, Wal};
 use crate::{decode, poisoned, read_table, Counters, StoreError, META, OBJECTS};
-use redb::{Database, ReadableDatabase as _};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// Most jobs folded into one commit.
@@ -279,7 +280,7 @@ where
 
 /// The writer thread's state.
 pub(crate) struct Writer {
-    pub(crate) db: Arc<Database>,
+    pub(crate) db: Arc<SharedDatabase>,
     pub(crate) hub: Arc<Hub>,
     pub(crate) codec: Arc<Codec>,
     pub(crate) recent: Arc<RwLock<Recent>>,
@@ -302,7 +303,14 @@ pub(crate) struct Writer {
     pub(crate) checkpoint_postponed: bool,
     /// The largest object a write may store (JSON bytes).
     pub(crate) max_object_bytes: usize,
+    /// After redb failed: when to reopen it or checkpoint again, and the wait after that.
+    pub(crate) redb_retry: Option<(Instant, Duration)>,
 }
+
+/// The first wait before redb is reopened or checkpointed again after it failed; doubled
+/// each time it fails again, up to `REDB_RETRY_MAX`.
+const REDB_RETRY_FIRST: Duration = Duration::from_secs(1);
+const REDB_RETRY_MAX: Duration = Duration::from_secs(300);
 
 pub(crate) fn spawn(writer: Writer) -> Result<Sender<Request>, StoreError> {
     let (tx, rx) = std::sync::mpsc::channel::<Request>();
@@ -317,7 +325,22 @@ impl Writer {
     fn run(mut self, rx: Receiver<Request>) {
         let mut closing = None;
         loop {
-            let first = match closing.take().map_or_else(|| rx.recv().ok(), Some) {
+            // While redb could not be reopened, its next try is due even if nothing is asked.
+            let reopen_at = self.redb_retry.filter(|_| !self.db.is_open()).map(|(at, _)| at);
+            let next = match (closing.take(), reopen_at) {
+                (Some(request), _) => Some(request),
+                (None, None) => rx.recv().ok(),
+                (None, Some(at)) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                    Ok(request) => Some(request),
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.back_off();
+                        self.reopen();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => None,
+                },
+            };
+            let first = match next {
                 Some(Request::Transact(job)) => job,
                 Some(Request::Close(reply)) => {
                     let _ = reply.send(self.close());
@@ -347,17 +370,47 @@ impl Writer {
                     tracing::error!(error = %e, jobs = batch.len(), "store commit failed; the batch is rejected");
                     self.counters.set_failing(Some(e.to_string()));
                     batch.into_iter().for_each(|job| job.complete(Err(e.for_each_job())));
+                    if matches!(e, StoreError::Redb(_)) {
+                        self.redb_failed();
+                    }
                 }
             }
             if self.checkpoint_due() {
                 if let Err(e) = self.checkpoint(false) {
                     tracing::warn!(error = %e, "store checkpoint failed; the log keeps the changes");
+                    self.counters.set_failing(Some(e.to_string()));
+                    if matches!(e, StoreError::Redb(_)) {
+                        self.redb_failed();
+                    }
                 }
             }
         }
         // Every handle is gone.
         if let Err(e) = self.close() {
             tracing::warn!(error = %e, "store checkpoint at close failed; the log keeps the changes");
+        }
+    }
+
+    /// redb refuses everything after an I/O error until it is opened again: reopen it now
+    /// (readers wait for it, a few milliseconds) and hold checkpoints back for a while, longer
+    /// each time it fails again.
+    fn redb_failed(&mut self) {
+        self.back_off();
+        self.reopen();
+    }
+
+    fn back_off(&mut self) {
+        let wait = self.redb_retry.map_or(REDB_RETRY_FIRST, |(_, wait)| (wait * 2).min(REDB_RETRY_MAX));
+        self.redb_retry = Some((Instant::now() + wait, wait));
+    }
+
+    fn reopen(&mut self) {
+        match self.db.reopen() {
+            Ok(()) => tracing::info!("store database reopened; its last complete checkpoint stands"),
+            Err(e) => {
+                let retry_in = self.redb_retry.map(|(_, wait)| wait);
+                tracing::warn!(error = %e, ?retry_in, "store database cannot be reopened yet");
+            }
         }
     }
 
@@ -381,8 +434,9 @@ impl Writer {
         let mut events = Vec::new();
         let mut next_rv = self.current_rv + 1;
         {
+            let db = self.db.hold()?;
             let recent = self.recent.read().map_err(|_| poisoned())?;
-            let rtx = self.db.begin_read()?;
+            let rtx = db.begin_read()?;
             let objects = read_table(&rtx, OBJECTS)?;
             let layers = Layers {
                 recent: &recent,
@@ -443,6 +497,9 @@ impl Writer {
     }
 
     fn checkpoint_due(&mut self) -> bool {
+        if self.redb_retry.is_some_and(|(at, _)| Instant::now() < at) {
+            return false;
+        }
         let unflushed = self.recent.read().map(|r| r.unflushed_bytes).unwrap_or(0);
         let logged = self.wal.lock().map(|w| w.bytes_after(self.checkpointed_rv)).unwrap_or(0);
         if unflushed < self.checkpoint_bytes && logged < 4 * self.checkpoint_bytes as u64 {
@@ -476,7 +533,8 @@ impl Writer {
         };
         let rv = if clean { self.current_rv } else { self.logged_rv };
         let before = crate::thread_bytes_written();
-        let wtx = self.db.begin_write()?;
+        let db = self.db.hold()?;
+        let wtx = db.begin_write()?;
         {
             let mut objects = wtx.open_table(OBJECTS)?;
             for (key, slot) in &unflushed {
@@ -499,6 +557,7 @@ impl Writer {
         }
         self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
         self.counters.set_failing(None);
+        self.redb_retry = None;
         {
             let mut recent = self.recent.write().map_err(|_| poisoned())?;
             // Only this thread adds to `unflushed`, so it holds exactly what was just written.
