@@ -134,7 +134,7 @@ pub async fn follow(
                 update.restart.notify_one();
             }
         }
-        "RollingBack" | "RolledBack" => {
+        "RollingBack" | "RolledBack" | "Failed" => {
             let committed_here = record.last_trial.as_ref().is_some_and(|t| ours(&t.campaign) && t.committed);
             if committed_here && record.active_version == version && record.active == update.slot {
                 let previous = update.slot.other();

@@ -400,13 +400,14 @@ async fn apply(client: &Client, path: &Path, no_wait: bool, timeout: Duration) -
             eprintln!("campaign {campaign}: {line}");
             last = line;
         }
-        matches!(phase, "Committed" | "RolledBack")
+        matches!(phase, "Committed" | "RolledBack" | "Failed")
     })
     .await?;
     let status = &finished["status"];
-    if status["phase"] == "RolledBack" {
+    if status["phase"] != "Committed" {
+        let outcome = if status["phase"] == "Failed" { "failed" } else { "rolled back" };
         bail!(
-            "campaign {campaign} rolled back ({}{}): {}",
+            "campaign {campaign} {outcome} ({}{}): {}",
             status["reason"].as_str().unwrap_or(""),
             status["failedTarget"]
                 .as_str()

@@ -268,6 +268,56 @@ fn a_crash_looping_version_rolls_back_and_an_abort_rolls_back() {
     car.wait_rolled_out();
 }
 
+#[test]
+fn a_rollback_that_cannot_finish_ends_failed_and_the_next_bundle_commits() {
+    let signing = Signing::new(1);
+    let car = Car::start(&signing, &[]);
+    let work = tempfile::tempdir().expect("tempdir");
+    let v1 = work.path().join("v1.axb");
+    signing.create(&source(work.path(), 1, false, None), &v1, 1, &["a"], &[]);
+    car.apply_ok(&v1);
+
+    // Version 2 waits for health forever (its pod cannot be placed) and is aborted...
+    let stuck_source = source(work.path(), 2, false, None);
+    std::fs::write(stuck_source.join("10-nav.yaml"), nav("2", false).replace("values: [hpc-1]", "values: [hpc-9]"))
+        .expect("write");
+    let stuck = work.path().join("v2.axb");
+    signing.create(&stuck_source, &stuck, 2, &["a"], &["--health-timeout", "600"]);
+    let out = Command::new(axle_bin())
+        .args(["bundle", "apply", path(&stuck), "--no-wait", "--kubeconfig", path(&car.server.kubeconfig)])
+        .output()
+        .expect("apply runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let name = wait_for("the campaign to verify", Duration::from_secs(60), || {
+        car.campaigns()
+            .into_iter()
+            .find(|c| c["spec"]["version"] == 2 && c["status"]["phase"] == "Verifying")
+            .map(|c| c["metadata"]["name"].as_str().unwrap_or("").to_string())
+    });
+    // ...but the firmware cannot be put back: its directory has become a file.
+    let firmware_dir = car.server.data_dir().join("files/firmware");
+    std::fs::rename(&firmware_dir, work.path().join("firmware-moved")).expect("move the directory away");
+    std::fs::write(&firmware_dir, b"in the way").expect("a file in its place");
+    car.server.kubectl_ok(&["annotate", &format!("campaign/{name}"), "axle.dev/abort=true"]);
+    let failed = wait_for("the campaign to give up rolling back", Duration::from_secs(90), || {
+        car.campaigns().into_iter().find(|c| c["metadata"]["name"] == name.as_str() && c["status"]["phase"] == "Failed")
+    });
+    assert_eq!(failed["status"]["reason"], "RollbackFailed");
+    assert_eq!(failed["status"]["rollbackAttempts"], 5);
+    let message = failed["status"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("rolling back failed 5 times") && message.contains("axle.dev/abort=true"), "{message}");
+    let events = car.server.kubectl_ok(&["get", "events", "--field-selector", "reason=RollbackFailed"]);
+    assert!(events.contains("parts of both versions"), "{events}");
+
+    // The pipeline is free: once the obstacle is gone, the next bundle commits.
+    std::fs::remove_file(&firmware_dir).expect("remove the obstacle");
+    let v3 = work.path().join("v3.axb");
+    signing.create(&source(work.path(), 3, false, None), &v3, 3, &["a"], &[]);
+    car.apply_ok(&v3);
+    assert_eq!(car.nav_version(), "3");
+    assert_eq!(car.installed_file(), firmware(3));
+}
+
 /// Files under the server's content store and update state: what a refused bundle must not
 /// change.
 fn staged_state(car: &Car) -> Vec<String> {

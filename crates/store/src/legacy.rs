@@ -209,7 +209,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (legacy, target) = (dir.path().join("store.redb"), dir.path().join("store-v3.redb"));
         write_legacy(&dir.path().join("scratch.redb"), &legacy, &["nav", "media"]).await;
-        assert!(matches!(Store::open(&legacy, Options::default()), Err(StoreError::Redb(_))), "redb 4 refuses it, not as damage");
+        assert!(
+            matches!(Store::open(&legacy, Options::default()), Err(StoreError::Redb(_))),
+            "redb 4 refuses it, not as damage"
+        );
         let legacy_bytes = std::fs::read(&legacy).expect("legacy");
 
         assert!(migrate_legacy(&legacy, &target).expect("migrates"));

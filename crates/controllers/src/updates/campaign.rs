@@ -4,6 +4,8 @@
 //!   (new) → Staging → Activating → Verifying → Committing → Committed
 //!              │           │            │
 //!              └───────────┴────────────┴──→ RollingBack → RolledBack
+//!                                                  │
+//!                                                  └──→ Failed (the rollback itself cannot finish)
 //! ```
 //!
 //! The phase lives in the Campaign's status and changes only after the work of the phase is
@@ -68,8 +70,13 @@ fn unverified(config: &Config, campaign: &Value) -> Option<String> {
 }
 
 pub fn is_finished(campaign: &Value) -> bool {
-    matches!(phase(campaign), "Committed" | "RolledBack")
+    matches!(phase(campaign), "Committed" | "RolledBack" | "Failed")
 }
+
+/// How often a rollback step that fails (other than an outage of the API) is tried, with
+/// waits of 1, 2, 4, 8 s between, before the campaign ends `Failed`: a rollback that cannot
+/// finish must not keep every later bundle, the fix included, waiting.
+const ROLLBACK_ATTEMPTS: u64 = 5;
 
 fn seconds_since(timestamp: &Value) -> Option<u64> {
     let then = chrono::DateTime::parse_from_rfc3339(timestamp.as_str()?).ok()?;
@@ -78,11 +85,16 @@ fn seconds_since(timestamp: &Value) -> Option<u64> {
 
 /// Takes the next step of an unfinished campaign; returns when to look again. A step that
 /// fails the same way twice (not an outage of the API, which is retried) fails the campaign:
-/// nothing waits forever on a step that cannot succeed. While rolling back, it is retried.
+/// nothing waits forever on a step that cannot succeed. A rollback step is tried
+/// `ROLLBACK_ATTEMPTS` times, backing off, and then the campaign ends `Failed`.
 pub async fn step(client: &Client, config: &Config, campaign: &Value) -> Result<Option<Duration>, UpdateError> {
+    if let Some(wait) = until(&campaign["status"]["retryAt"]).filter(|_| phase(campaign) == "RollingBack") {
+        return Ok(Some(wait));
+    }
     match advance(client, config, campaign).await {
         Err(UpdateError::Api(e)) => Err(UpdateError::Api(e)),
-        Err(e) if phase(campaign) != "RollingBack" => {
+        Err(e) if phase(campaign) == "RollingBack" => retry_rollback(client, campaign, &e.to_string()).await,
+        Err(e) => {
             let message = e.to_string();
             if campaign["status"]["stepError"].as_str() == Some(message.as_str()) {
                 fail(client, campaign, "", "StepFailed", &format!("{message} (twice)")).await?;
@@ -94,6 +106,38 @@ pub async fn step(client: &Client, config: &Config, campaign: &Value) -> Result<
         }
         other => other,
     }
+}
+
+/// How long until `timestamp` (None once it passed, or without one).
+fn until(timestamp: &Value) -> Option<Duration> {
+    let then = chrono::DateTime::parse_from_rfc3339(timestamp.as_str()?).ok()?;
+    (then.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().ok().filter(|d| !d.is_zero())
+}
+
+/// A rollback step failed: try again after a wait that doubles, or end the campaign `Failed`
+/// once it failed `ROLLBACK_ATTEMPTS` times. The wait is kept in the status, so the watch
+/// events of the campaign's own changes do not hurry it.
+async fn retry_rollback(client: &Client, campaign: &Value, error: &str) -> Result<Option<Duration>, UpdateError> {
+    let name = api::meta::name_of(campaign);
+    let attempts = campaign["status"]["rollbackAttempts"].as_u64().unwrap_or(0) + 1;
+    if attempts >= ROLLBACK_ATTEMPTS {
+        let message = format!(
+            "rolling back failed {attempts} times, last: {error} (was rolling back because: {})",
+            campaign["status"]["message"].as_str().unwrap_or("")
+        );
+        let status = json!({"phase": "Failed", "reason": "RollbackFailed", "message": message, "retryAt": null,
+                            "rollbackAttempts": attempts, "finishedAt": api::meta::now_rfc3339()});
+        let told = format!("{message}; the car may hold parts of both versions until a bundle installs over them");
+        record(client, campaign, status, "Warning", "RollbackFailed", &told).await?;
+        return Ok(Some(Duration::ZERO));
+    }
+    let wait = Duration::from_secs(1 << (attempts - 1));
+    tracing::warn!(campaign = name, error, attempts, ?wait, "rollback step failed; trying again");
+    let retry_at = (chrono::Utc::now() + chrono::Duration::seconds(1 << (attempts - 1)))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let status = json!({"stepError": error, "rollbackAttempts": attempts, "retryAt": retry_at});
+    patch_status(client, CAMPAIGNS, name, status).await?;
+    Ok(Some(wait))
 }
 
 async fn advance(client: &Client, config: &Config, campaign: &Value) -> Result<Option<Duration>, UpdateError> {
@@ -201,7 +245,7 @@ async fn advance(client: &Client, config: &Config, campaign: &Value) -> Result<O
                 targets::restore(client, config, name, &previous).await?;
             }
             let why = campaign["status"]["message"].as_str().unwrap_or("");
-            let status = json!({"phase": "RolledBack", "finishedAt": api::meta::now_rfc3339()});
+            let status = json!({"phase": "RolledBack", "finishedAt": api::meta::now_rfc3339(), "retryAt": null});
             record(client, campaign, status, "Warning", "RolledBack", &format!("everything is back as before: {why}"))
                 .await?;
             remove_work(config, name);
