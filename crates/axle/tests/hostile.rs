@@ -5,6 +5,7 @@ mod support;
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
+use support::flood::Flood;
 use support::{axle_bin, python, Server};
 
 /// The known object, and whether the server still answers and still holds it.
@@ -262,4 +263,109 @@ fn a_damaged_store_is_refused_with_the_way_out_and_recover_rebuilds_it() {
         .expect("data dir")
         .filter_map(Result::ok)
         .any(|e| e.file_name().to_string_lossy().starts_with("store-v4.redb.damaged-")));
+}
+
+/// Sends `request` as it is over one connection (TLS as the admin) and returns what comes
+/// back until the server closes it or 10 s pass.
+fn raw_exchange(server: &Server, request: &[u8]) -> String {
+    let mut stream = support::connect(&server.addr, Some(std::time::Duration::from_secs(10))).expect("connects");
+    stream.write_all(request).expect("sends");
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        match std::io::Read::read(&mut stream, &mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => reply.extend_from_slice(&chunk[..n]),
+        }
+    }
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+fn post(path: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: axle\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    [head.as_bytes(), body].concat()
+}
+
+fn status_of(reply: &str) -> u16 {
+    reply.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn malformed_requests_are_refused_and_the_server_serves_on() {
+    let server = Server::start();
+    server.apply_stdin("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: canary}\ndata: {k: v}\n", &[]);
+    let configmaps = "/api/v1/namespaces/default/configmaps";
+
+    // A billion laughs: nine levels of nine aliases, 387 million strings from 1 KB.
+    let mut laughs = String::from("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: laughs}\nlol:\n  l0: &l0 lol\n");
+    for level in 1..=9 {
+        let aliases = vec![format!("*l{}", level - 1); 9].join(", ");
+        laughs.push_str(&format!("  l{level}: &l{level} [{aliases}]\n"));
+    }
+    let reply = raw_exchange(&server, &post(configmaps, "application/yaml", laughs.as_bytes()));
+    assert_eq!(status_of(&reply), 400, "{reply}");
+    assert!(reply.contains("repetition limit exceeded"), "{reply}");
+    still_serving(&server);
+
+    // Invalid UTF-8, in JSON and in YAML.
+    let json =
+        b"{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"bad\"},\"data\":{\"k\":\"\xff\xfe\"}}";
+    let reply = raw_exchange(&server, &post(configmaps, "application/json", json));
+    assert_eq!(status_of(&reply), 400, "{reply}");
+    assert!(reply.contains("invalid unicode code point"), "{reply}");
+    let yaml = b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bad}\ndata: {k: \"\xc3\x28\"}\n";
+    let reply = raw_exchange(&server, &post(configmaps, "application/yaml", yaml));
+    assert_eq!(status_of(&reply), 400, "{reply}");
+    assert!(reply.contains("invalid trailing UTF-8 octet"), "{reply}");
+
+    // Content-Length and Transfer-Encoding at once, and two Content-Lengths that disagree:
+    // the framing is ambiguous, so a request hidden behind it must never run.
+    let smuggled = "GET /api/v1/namespaces/default/configmaps/canary HTTP/1.1\r\nHost: axle\r\n\r\n";
+    let both = format!(
+        "POST {configmaps} HTTP/1.1\r\nHost: axle\r\nContent-Type: application/json\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"
+    );
+    let reply = raw_exchange(&server, both.as_bytes());
+    // Chunked wins (RFC 9112 §6.3): an empty body, refused, and the connection is closed.
+    assert_eq!(status_of(&reply), 400, "{reply}");
+    assert_eq!(reply.matches("HTTP/1.1 ").count(), 1, "nothing behind the body is served: {reply}");
+    let twice = format!(
+        "POST {configmaps} HTTP/1.1\r\nHost: axle\r\nContent-Type: application/json\r\nContent-Length: 2\r\nContent-Length: 70\r\n\r\n{{}}{smuggled}"
+    );
+    let reply = raw_exchange(&server, twice.as_bytes());
+    assert_eq!(status_of(&reply), 400, "{reply}");
+    assert_eq!(reply.matches("HTTP/1.1 ").count(), 1, "nothing behind the body is served: {reply}");
+    still_serving(&server);
+}
+
+#[test]
+fn two_thousand_idle_connections_and_five_hundred_watches_leave_the_car_serving() {
+    let server = Server::start();
+    let agent = support::Agent::start(&server, "hpc-1", 1);
+    let node_ready = || {
+        support::wait_for("the node to be Ready", std::time::Duration::from_secs(30), || {
+            let nodes = server.kubectl(&["get", "node", "hpc-1", "--no-headers"]);
+            String::from_utf8_lossy(&nodes.stdout).contains(" Ready ").then_some(())
+        })
+    };
+    node_ready();
+    server.apply_stdin("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: canary}\ndata: {k: v}\n", &[]);
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let pems = server.admin_pem_files(scratch.path());
+
+    let idle = Flood::start(&server, "idle", 2000, &pems);
+    still_serving(&server);
+    node_ready();
+    idle.stop();
+
+    let watches = Flood::start(&server, "watch", 500, &pems);
+    still_serving(&server);
+    server.kubectl_ok(&["patch", "configmap", "canary", "--type", "merge", "-p", r#"{"data":{"k":"w"}}"#]);
+    assert_eq!(watches.stop(), 500, "every watch sees the write");
+    server.kubectl_ok(&["patch", "configmap", "canary", "--type", "merge", "-p", r#"{"data":{"k":"v"}}"#]);
+    still_serving(&server);
+    node_ready();
+    drop(agent);
 }

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod flood;
 pub mod identities;
 pub mod launched;
 
