@@ -29,7 +29,11 @@ pub fn apply_defaults(kind: &str, obj: &mut Value) {
                 default_field(spec, "replicas", json!(1));
                 default_field(spec, "revisionHistoryLimit", json!(10));
                 default_field(spec, "progressDeadlineSeconds", json!(600));
-                default_field(spec, "strategy", json!({"type": "RollingUpdate"}));
+                default_field(spec, "strategy", json!({}));
+                if let Some(strategy) = spec["strategy"].as_object_mut() {
+                    // `strategy: {}` is what typed clients send for "not chosen".
+                    default_field(strategy, "type", json!("RollingUpdate"));
+                }
                 if spec["strategy"]["type"].as_str() == Some("RollingUpdate") {
                     if let Some(strategy) = spec["strategy"].as_object_mut() {
                         default_field(strategy, "rollingUpdate", json!({}));
@@ -56,11 +60,13 @@ pub fn apply_defaults(kind: &str, obj: &mut Value) {
         "DaemonSet" => {
             if let Some(spec) = obj["spec"].as_object_mut() {
                 default_field(spec, "revisionHistoryLimit", json!(10));
-                default_field(
-                    spec,
-                    "updateStrategy",
-                    json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
-                );
+                default_field(spec, "updateStrategy", json!({}));
+                if let Some(strategy) = spec["updateStrategy"].as_object_mut() {
+                    default_field(strategy, "type", json!("RollingUpdate"));
+                    if strategy["type"] == "RollingUpdate" {
+                        default_field(strategy, "rollingUpdate", json!({"maxUnavailable": 1, "maxSurge": 0}));
+                    }
+                }
             }
             default_template(obj);
             ensure_status(obj);
@@ -264,6 +270,17 @@ mod tests {
         apply_defaults("Pod", &mut pod);
         assert_eq!(pod["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent");
         assert_eq!(image_tag("registry:5000/app"), None);
+    }
+
+    #[test]
+    fn an_empty_strategy_is_a_rolling_update() {
+        let mut deploy = json!({"spec": {"strategy": {}, "template": {"spec": {"containers": []}}}});
+        apply_defaults("Deployment", &mut deploy);
+        assert_eq!(deploy["spec"]["strategy"]["type"], "RollingUpdate");
+        assert_eq!(deploy["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
+        let mut daemons = json!({"spec": {"updateStrategy": {}, "template": {"spec": {"containers": []}}}});
+        apply_defaults("DaemonSet", &mut daemons);
+        assert_eq!(daemons["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"], 1);
     }
 
     #[test]

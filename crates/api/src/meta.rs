@@ -13,6 +13,11 @@ pub fn format_unix(seconds: i64) -> String {
     DateTime::<Utc>::from_timestamp(seconds, 0).unwrap_or_default().to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+/// A Unix time with its fraction as RFC 3339 with microseconds (`MicroTime`).
+pub fn format_unix_micros(seconds: i64, nanos: u32) -> String {
+    DateTime::<Utc>::from_timestamp(seconds, nanos).unwrap_or_default().to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
 /// Now with microseconds, for `MicroTime` fields (Lease renewTime, Event eventTime).
 pub fn now_micro_rfc3339() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)

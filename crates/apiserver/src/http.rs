@@ -201,11 +201,9 @@ pub fn decode_object(bytes: &[u8], content_type: Option<&str>) -> Result<Value, 
         return Err(ApiError::bad_request("the request body is empty; an object was expected"));
     }
     if content_type.is_some_and(|ct| ct.contains("protobuf")) {
-        if let Some(value) = crate::protobuf::decode(bytes) {
-            return Ok(value);
-        }
+        return crate::protobuf::decode(bytes);
     }
-    if content_type.is_some_and(|ct| ct.contains("protobuf") || ct.contains("cbor")) {
+    if content_type.is_some_and(|ct| ct.contains("cbor")) {
         // Clients fall back to JSON on 415 (client-go does since 1.32).
         return Err(ApiError::unsupported_media_type(format!(
             "the body of the request was in an unknown format ({}) - accepted media types include: application/json, application/yaml",

@@ -334,3 +334,52 @@ fn server_shuts_down_cleanly_on_sigterm() {
     let status = server.terminate();
     assert!(status.success(), "exit status {status:?}");
 }
+
+#[test]
+fn kubectl_generators_old_and_new_send_protobuf_and_create_what_they_say() {
+    let server = Server::start();
+    for release in ["1.27", "1.33"] {
+        let ns = format!("gen-{}", release.replace('.', "-"));
+        let run = |args: &[&str]| server.kubectl_release_ok(release, args);
+        run(&["create", "namespace", &ns]);
+        run(&["create", "deployment", "web", "--image=busybox:1.36", "--replicas=0", "--port=8080", "-n", &ns]);
+        run(&["create", "configmap", "settings", "--from-literal=speed=limited", "-n", &ns]);
+        run(&["create", "secret", "generic", "keys", "--from-literal=pin=1234", "-n", &ns]);
+        run(&["create", "serviceaccount", "tester", "-n", &ns]);
+        run(&["create", "role", "reader", "--verb=get,list", "--resource=pods", "-n", &ns]);
+        run(&["create", "rolebinding", "reader", "--role=reader", &format!("--serviceaccount={ns}:tester"), "-n", &ns]);
+        run(&["create", "clusterrole", &format!("{ns}-nodes"), "--verb=get", "--resource=nodes"]);
+        run(&[
+            "create",
+            "clusterrolebinding",
+            &format!("{ns}-nodes"),
+            &format!("--clusterrole={ns}-nodes"),
+            "--user=alice",
+        ]);
+        run(&["create", "service", "clusterip", "svc", "--tcp=80:8080", "-n", &ns]);
+        run(&["expose", "deployment", "web", "--port=80", "--name=web-svc", "-n", &ns]);
+        run(&["run", "probe", "--image=busybox:1.36", "-n", &ns, "--", "sleep", "60"]);
+        assert!(run(&["create", "token", "tester", "-n", &ns]).starts_with("eyJ"));
+
+        let get = |what: &str, path: &str| run(&["get", what, "-n", &ns, "-o", &format!("jsonpath={path}")]);
+        assert_eq!(
+            get(
+                "deployment/web",
+                "{.spec.replicas} {.spec.strategy.type} {.spec.template.spec.containers[0].ports[0].containerPort}"
+            ),
+            "0 RollingUpdate 8080"
+        );
+        assert_eq!(get("configmap/settings", "{.data.speed}"), "limited");
+        assert_eq!(get("secret/keys", "{.data.pin}"), "MTIzNA==");
+        assert_eq!(get("rolebinding/reader", "{.roleRef.name} {.subjects[0].name}"), "reader tester");
+        assert_eq!(
+            get("service/web-svc", "{.spec.ports[0].port} {.spec.ports[0].targetPort} {.spec.selector.app}"),
+            "80 80 web"
+        );
+        assert_eq!(get("pod/probe", "{.spec.containers[0].args}"), r#"["sleep","60"]"#);
+        assert_eq!(
+            run(&["get", "clusterrolebinding", &format!("{ns}-nodes"), "-o", "jsonpath={.subjects[0].name}"]),
+            "alice"
+        );
+    }
+}

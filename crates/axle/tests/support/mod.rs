@@ -210,6 +210,25 @@ impl Server {
         child.wait_with_output().expect("kubectl finishes")
     }
 
+    /// A release of kubectl that must succeed (`1.27` … `1.33` stand beside the default one in
+    /// the Google Cloud SDK's `bin`); returns stdout.
+    pub fn kubectl_release_ok(&self, release: &str, args: &[&str]) -> String {
+        let out = Command::new(kubectl_release(release))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("kubectl runs");
+        assert!(
+            out.status.success(),
+            "kubectl {release} {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// kubectl that must succeed; returns stdout.
     pub fn kubectl_ok(&self, args: &[&str]) -> String {
         let out = self.kubectl(args);
@@ -299,6 +318,18 @@ impl Drop for Server {
             }
         }
     }
+}
+
+/// The kubectl of `release` (`1.27`), beside the default kubectl.
+pub fn kubectl_release(release: &str) -> PathBuf {
+    let default = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|dir| dir.join("kubectl"))
+        .find(|path| path.is_file())
+        .expect("kubectl is installed on every machine");
+    let dir = std::fs::canonicalize(&default).expect("kubectl resolves");
+    let path = dir.with_file_name(format!("kubectl.{release}"));
+    assert!(path.is_file(), "{} is installed beside kubectl", path.display());
+    path
 }
 
 /// Servers started by the tests, by address: requests to them go over TLS as their admin.
