@@ -153,3 +153,28 @@ def test_custom_objects(api_client):
     assert events == ["ADDED"]
     custom.delete_namespaced_custom_object("example.com", "v1", NS, "gizmos", "g1")
     assert custom.list_namespaced_custom_object("example.com", "v1", NS, "gizmos")["items"] == []
+
+
+def test_typed_delete_of_a_service_returns_the_service(api_client):
+    core = client.CoreV1Api(api_client)
+    body = client.V1Service(
+        metadata=client.V1ObjectMeta(name="py-svc"),
+        spec=client.V1ServiceSpec(selector={"app": "py"}, ports=[client.V1ServicePort(port=80, target_port=8080)]),
+    )
+    core.create_namespaced_service(NS, body)
+    deleted = core.delete_namespaced_service("py-svc", NS)
+    assert isinstance(deleted, client.V1Service) and deleted.metadata.name == "py-svc"
+    account = core.create_namespaced_service_account(NS, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="py-sa")))
+    assert account.metadata.name == "py-sa"
+    deleted = core.delete_namespaced_service_account("py-sa", NS)
+    assert isinstance(deleted, client.V1ServiceAccount) and deleted.metadata.name == "py-sa"
+
+
+def test_errors_are_complete_status_objects(api_client):
+    core = client.CoreV1Api(api_client)
+    with pytest.raises(ApiException) as missing:
+        core.read_namespaced_config_map("py-missing", NS)
+    assert missing.value.status == 404
+    assert missing.value.body.endswith("\n")
+    assert missing.value.body.startswith('{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure"')
+    assert '"details":{"name":"py-missing","kind":"configmaps"}' in missing.value.body

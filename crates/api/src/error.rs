@@ -2,7 +2,7 @@
 //! object that kubectl and the client libraries parse into their usual messages
 //! (`Error from server (NotFound): pods "x" not found`, `The Pod "x" is invalid: …`).
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// One field-level reason inside a 422 `Status` (`details.causes[]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,41 +198,90 @@ impl ApiError {
         ApiError::new(404, "NotFound", "the server could not find the requested resource")
     }
 
-    /// The `Status` object (`kind: Status`, `status: Failure`).
+    /// The `Status` object (`kind: Status`, `status: Failure`), for embedding (watch errors).
     pub fn to_status(&self) -> Value {
-        let mut status = json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": self.message,
-            "reason": self.reason,
-            "code": self.code,
-        });
-        let mut details = serde_json::Map::new();
-        let d = &self.details;
-        if let Some(name) = &d.name {
-            details.insert("name".into(), json!(name));
-        }
-        if let Some(group) = d.group.as_ref().filter(|g| !g.is_empty()) {
-            details.insert("group".into(), json!(group));
-        }
-        if let Some(kind) = &d.kind {
-            details.insert("kind".into(), json!(kind));
-        }
-        if !d.causes.is_empty() {
-            let causes: Vec<Value> =
-                d.causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect();
-            details.insert("causes".into(), Value::Array(causes));
-        }
-        if let Some(seconds) = d.retry_after {
-            details.insert("retryAfterSeconds".into(), json!(seconds));
-        }
-        if !details.is_empty() {
-            status["details"] = Value::Object(details);
-        }
-        status
+        serde_json::to_value(self.wire()).unwrap_or(Value::Null)
     }
+
+    /// The `Status` reply body exactly as upstream writes it: members in its order, `details`
+    /// always present, a trailing newline (clients such as `kubectl debug` rely on `details`).
+    pub fn status_json(&self) -> Vec<u8> {
+        wire_json(&self.wire())
+    }
+
+    fn wire(&self) -> StatusWire<'_> {
+        let d = &self.details;
+        StatusWire {
+            kind: "Status",
+            api_version: "v1",
+            metadata: Empty {},
+            status: "Failure",
+            message: Some(&self.message),
+            reason: Some(self.reason),
+            details: DetailsWire {
+                name: d.name.as_deref(),
+                group: d.group.as_deref().filter(|g| !g.is_empty()),
+                kind: d.kind.as_deref(),
+                uid: None,
+                causes: d
+                    .causes
+                    .iter()
+                    .map(|c| CauseWire { reason: c.reason, message: &c.message, field: &c.field })
+                    .collect(),
+                retry_after_seconds: d.retry_after,
+            },
+            code: Some(self.code),
+        }
+    }
+}
+
+/// A `Status` in upstream's member order (its JSON is the Go struct's field order).
+#[derive(serde::Serialize)]
+struct StatusWire<'a> {
+    kind: &'static str,
+    #[serde(rename = "apiVersion")]
+    api_version: &'static str,
+    metadata: Empty,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    details: DetailsWire<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<u16>,
+}
+
+#[derive(serde::Serialize)]
+struct Empty {}
+
+#[derive(serde::Serialize)]
+struct DetailsWire<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    causes: Vec<CauseWire<'a>>,
+    #[serde(rename = "retryAfterSeconds", skip_serializing_if = "Option::is_none")]
+    retry_after_seconds: Option<u32>,
+}
+
+#[derive(serde::Serialize)]
+struct CauseWire<'a> {
+    reason: &'static str,
+    message: &'a str,
+    field: &'a str,
+}
+
+fn wire_json(status: &StatusWire<'_>) -> Vec<u8> {
+    let mut body = serde_json::to_vec(status).unwrap_or_default();
+    body.push(b'\n');
+    body
 }
 
 /// `pods`, or `deployments.apps` for a named group, as Kubernetes messages print resources.
@@ -244,13 +293,25 @@ pub fn qualified(group: &str, plural: &str) -> String {
     }
 }
 
-/// The `Status` a successful delete of a non-pod object returns.
-pub fn success_status(group: &str, plural: &str, name: &str, uid: &str) -> Value {
-    let mut details = json!({"name": name, "kind": plural, "uid": uid});
-    if !group.is_empty() {
-        details["group"] = json!(group);
-    }
-    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})
+/// The `Status` reply body of a delete that returns no object, as upstream writes it.
+pub fn success_status_json(group: &str, plural: &str, name: &str, uid: &str) -> Vec<u8> {
+    wire_json(&StatusWire {
+        kind: "Status",
+        api_version: "v1",
+        metadata: Empty {},
+        status: "Success",
+        message: None,
+        reason: None,
+        details: DetailsWire {
+            name: Some(name),
+            group: Some(group).filter(|g| !g.is_empty()),
+            kind: Some(plural),
+            uid: Some(uid),
+            causes: Vec::new(),
+            retry_after_seconds: None,
+        },
+        code: None,
+    })
 }
 
 #[cfg(test)]
@@ -279,5 +340,22 @@ mod tests {
         assert_eq!(status["code"], 422);
         assert_eq!(status["details"]["causes"].as_array().map(Vec::len), Some(2));
         assert!(err.message.starts_with("Pod \"bad\" is invalid: [spec.containers: Required value"));
+    }
+
+    #[test]
+    fn status_bodies_are_written_as_upstream_writes_them() {
+        let body = String::from_utf8(ApiError::no_route().status_json()).expect("utf-8");
+        assert_eq!(
+            body,
+            "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\
+             \"message\":\"the server could not find the requested resource\",\"reason\":\"NotFound\",\
+             \"details\":{},\"code\":404}\n"
+        );
+        let body = String::from_utf8(success_status_json("apps", "deployments", "web", "u-1")).expect("utf-8");
+        assert_eq!(
+            body,
+            "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Success\",\
+             \"details\":{\"name\":\"web\",\"group\":\"apps\",\"kind\":\"deployments\",\"uid\":\"u-1\"}}\n"
+        );
     }
 }

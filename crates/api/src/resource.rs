@@ -153,8 +153,16 @@ pub const BUILTIN_GROUPS: &[(&str, &str)] = &[
     ("coordination.k8s.io", "v1"),
     ("apiextensions.k8s.io", "v1"),
     ("authorization.k8s.io", "v1"),
+    ("authentication.k8s.io", "v1"),
     ("rbac.authorization.k8s.io", "v1"),
     ("certificates.k8s.io", "v1"),
+];
+
+/// Reviews: resources that are only ever created, answered at once and never stored
+/// (group, version, plural, kind).
+pub const REVIEWS: &[(&str, &str, &str, &str)] = &[
+    ("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview"),
+    ("authentication.k8s.io", "v1", "selfsubjectreviews", "SelfSubjectReview"),
 ];
 
 /// All resource types currently served. Cheap to clone (shared behind `Arc`).
@@ -214,8 +222,10 @@ impl Registry {
                 versions.push(t.version.clone());
             }
         }
-        if group == "authorization.k8s.io" && versions.is_empty() {
-            versions.push("v1".into());
+        for (_, version, _, _) in REVIEWS.iter().filter(|r| r.0 == group) {
+            if !versions.iter().any(|v| v == version) {
+                versions.push(version.to_string());
+            }
         }
         versions
     }

@@ -5,10 +5,12 @@
 //! RoleBindings of the request's namespace, read from the store at request time.
 //!
 //! The default roles and bindings are created at first start (and recreated if deleted; edits
-//! are kept): `admin`, `viewer` and `update-service` for the groups `axle:admins`,
-//! `axle:viewers` and `axle:update-services`, and the system roles (discovery for every
-//! authenticated user, health and version for everyone, certificate requests for the bootstrap
-//! token).
+//! are kept): upstream's user-facing roles `cluster-admin` (bound to `system:masters` and
+//! `axle:admins`), `admin`, `edit` and `view` (aggregated from the `system:aggregate-to-*`
+//! roles and any role labelled to join them, see `aggregation`); Axle's `viewer` and
+//! `update-service` for `axle:viewers` and `axle:update-services`; and the system roles
+//! (discovery for every authenticated user, health and version for everyone, certificate
+//! requests for the bootstrap token).
 
 use crate::http::Query;
 use crate::routes::Route;
@@ -211,6 +213,16 @@ pub fn review(state: &State, user: &User, mut review: Value) -> Result<Value, Ap
     Ok(review)
 }
 
+/// The answer to a SelfSubjectReview (`kubectl auth whoami`): who the API takes the caller for.
+pub fn who_am_i(user: &User, version: &str) -> Value {
+    json!({
+        "kind": "SelfSubjectReview",
+        "apiVersion": format!("authentication.k8s.io/{version}"),
+        "metadata": {"creationTimestamp": null},
+        "status": {"userInfo": {"username": user.name, "groups": user.groups}},
+    })
+}
+
 fn policy(verbs: &[&str], groups: &[&str], resources: &[&str]) -> Value {
     json!({"verbs": verbs, "apiGroups": groups, "resources": resources})
 }
@@ -224,14 +236,157 @@ const DISCOVERY_URLS: &[&str] = &["/api", "/api/*", "/apis", "/apis/*", "/openap
 const PUBLIC_URLS: &[&str] =
     &["/version", "/version/", "/healthz", "/healthz/*", "/readyz", "/readyz/*", "/livez", "/livez/*"];
 
-/// A default ClusterRole: its name, its rules, and the subjects (kind, name) its binding of the
-/// same name grants it to.
-type DefaultRole = (&'static str, Vec<Value>, Vec<(&'static str, &'static str)>);
+/// A default ClusterRole: its name, its rules, the subjects (kind, name) its binding of the same
+/// name grants it to (none: no binding), and how it takes part in aggregation.
+struct DefaultRole {
+    name: &'static str,
+    rules: Vec<Value>,
+    subjects: Vec<(&'static str, &'static str)>,
+    /// Joins the aggregated role of this name (`rbac.authorization.k8s.io/aggregate-to-NAME`).
+    joins: Option<&'static str>,
+    /// Is aggregated from the roles that join it.
+    aggregated: bool,
+}
+
+impl DefaultRole {
+    fn new(name: &'static str, rules: Vec<Value>, subjects: Vec<(&'static str, &'static str)>) -> DefaultRole {
+        DefaultRole { name, rules, subjects, joins: None, aggregated: false }
+    }
+
+    fn joining(mut self, role: &'static str) -> DefaultRole {
+        self.joins = Some(role);
+        self
+    }
+
+    fn aggregated(mut self) -> DefaultRole {
+        self.aggregated = true;
+        self
+    }
+}
+
+/// The label a ClusterRole carries to join the aggregated role `name`.
+fn aggregate_to(name: &str) -> String {
+    format!("rbac.authorization.k8s.io/aggregate-to-{name}")
+}
+
+const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
 
 fn defaults() -> Vec<DefaultRole> {
     vec![
-        ("admin", vec![policy(&["*"], &["*"], &["*"]), urls(&["*"], &["*"])], vec![("Group", "axle:admins")]),
-        (
+        DefaultRole::new(
+            "cluster-admin",
+            vec![policy(&["*"], &["*"], &["*"]), urls(&["*"], &["*"])],
+            vec![("Group", rbac::MASTERS)],
+        ),
+        DefaultRole::new("admin", Vec::new(), Vec::new()).aggregated(),
+        DefaultRole::new("edit", Vec::new(), Vec::new()).aggregated().joining("admin"),
+        DefaultRole::new("view", Vec::new(), Vec::new()).aggregated().joining("edit"),
+        DefaultRole::new(
+            "system:aggregate-to-admin",
+            vec![
+                policy(&["create"], &["authorization.k8s.io"], &["localsubjectaccessreviews"]),
+                policy(&[WRITE, READ].concat(), &[RBAC], &["rolebindings", "roles"]),
+            ],
+            Vec::new(),
+        )
+        .joining("admin"),
+        DefaultRole::new(
+            "system:aggregate-to-edit",
+            vec![
+                policy(&["impersonate"], &[""], &["serviceaccounts"]),
+                policy(
+                    &[WRITE, READ].concat(),
+                    &[""],
+                    &["pods", "pods/attach", "pods/exec", "pods/portforward", "pods/proxy"],
+                ),
+                policy(&["create"], &[""], &["pods/eviction", "serviceaccounts/token"]),
+                policy(
+                    &[WRITE, READ].concat(),
+                    &[""],
+                    &[
+                        "configmaps",
+                        "events",
+                        "persistentvolumeclaims",
+                        "secrets",
+                        "serviceaccounts",
+                        "services",
+                        "services/proxy",
+                    ],
+                ),
+                policy(
+                    WRITE,
+                    &["apps"],
+                    &[
+                        "daemonsets",
+                        "deployments",
+                        "deployments/rollback",
+                        "deployments/scale",
+                        "replicasets",
+                        "replicasets/scale",
+                        "statefulsets",
+                        "statefulsets/scale",
+                    ],
+                ),
+                policy(WRITE, &["batch"], &["cronjobs", "jobs"]),
+                policy(WRITE, &["coordination.k8s.io"], &["leases"]),
+            ],
+            Vec::new(),
+        )
+        .joining("edit"),
+        DefaultRole::new(
+            "system:aggregate-to-view",
+            vec![
+                policy(
+                    READ,
+                    &[""],
+                    &[
+                        "configmaps",
+                        "endpoints",
+                        "events",
+                        "namespaces",
+                        "namespaces/status",
+                        "persistentvolumeclaims",
+                        "pods",
+                        "pods/log",
+                        "pods/status",
+                        "serviceaccounts",
+                        "services",
+                        "services/status",
+                    ],
+                ),
+                policy(
+                    READ,
+                    &["apps"],
+                    &[
+                        "controllerrevisions",
+                        "daemonsets",
+                        "daemonsets/status",
+                        "deployments",
+                        "deployments/scale",
+                        "deployments/status",
+                        "replicasets",
+                        "replicasets/scale",
+                        "replicasets/status",
+                        "statefulsets",
+                        "statefulsets/scale",
+                        "statefulsets/status",
+                    ],
+                ),
+                policy(READ, &["batch"], &["cronjobs", "cronjobs/status", "jobs", "jobs/status"]),
+                policy(READ, &["coordination.k8s.io"], &["leases"]),
+            ],
+            Vec::new(),
+        )
+        .joining("view"),
+        // Axle's own kinds (bundles, campaigns, the inventory) are part of what a viewer sees.
+        DefaultRole::new("axle:aggregate-to-view", vec![policy(READ, &["axle.dev"], &["*"])], Vec::new())
+            .joining("view"),
+        DefaultRole::new(
+            "axle:admins",
+            vec![policy(&["*"], &["*"], &["*"]), urls(&["*"], &["*"])],
+            vec![("Group", "axle:admins")],
+        ),
+        DefaultRole::new(
             "viewer",
             vec![
                 // Everything but Secrets, as Kubernetes' `view`.
@@ -253,7 +408,7 @@ fn defaults() -> Vec<DefaultRole> {
                 ),
                 policy(
                     READ,
-                    &["apps", "coordination.k8s.io", "apiextensions.k8s.io", "metrics.k8s.io", "axle.dev"],
+                    &["apps", "batch", "coordination.k8s.io", "apiextensions.k8s.io", "metrics.k8s.io", "axle.dev"],
                     &["*"],
                 ),
                 policy(READ, &[RBAC], &["*"]),
@@ -261,7 +416,7 @@ fn defaults() -> Vec<DefaultRole> {
             ],
             vec![("Group", "axle:viewers")],
         ),
-        (
+        DefaultRole::new(
             "update-service",
             vec![policy(
                 &["create", "get", "list", "watch"],
@@ -270,7 +425,7 @@ fn defaults() -> Vec<DefaultRole> {
             )],
             vec![("Group", "axle:update-services")],
         ),
-        (
+        DefaultRole::new(
             "system:node-bootstrapper",
             vec![policy(
                 &["create", "get", "list", "watch"],
@@ -279,17 +434,24 @@ fn defaults() -> Vec<DefaultRole> {
             )],
             vec![("Group", rbac::BOOTSTRAPPERS)],
         ),
-        (
+        DefaultRole::new(
             "system:basic-user",
-            vec![policy(
-                &["create"],
-                &["authorization.k8s.io"],
-                &["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
-            )],
+            vec![
+                policy(
+                    &["create"],
+                    &["authorization.k8s.io"],
+                    &["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+                ),
+                policy(&["create"], &["authentication.k8s.io"], &["selfsubjectreviews"]),
+            ],
             vec![("Group", rbac::AUTHENTICATED)],
         ),
-        ("system:discovery", vec![urls(&["get"], DISCOVERY_URLS)], vec![("Group", rbac::AUTHENTICATED)]),
-        (
+        DefaultRole::new(
+            "system:discovery",
+            vec![urls(&["get"], DISCOVERY_URLS)],
+            vec![("Group", rbac::AUTHENTICATED)],
+        ),
+        DefaultRole::new(
             "system:public-info-viewer",
             vec![urls(&["get"], PUBLIC_URLS)],
             vec![("Group", rbac::AUTHENTICATED), ("Group", rbac::UNAUTHENTICATED)],
@@ -309,16 +471,33 @@ pub async fn ensure_default_roles(state: &State) -> Result<(), ApiError> {
     let labels = json!({"kubernetes.io/bootstrapping": "rbac-defaults"});
     let mut roles = Vec::new();
     let mut bindings = Vec::new();
-    for (name, rules, subjects) in defaults() {
-        roles.push(json!({"metadata": {"name": name, "labels": labels, "annotations": annotations}, "rules": rules}));
-        let subjects: Vec<Value> =
-            subjects.iter().map(|(kind, subject)| json!({"kind": kind, "apiGroup": RBAC, "name": subject})).collect();
+    for role in defaults() {
+        let mut role_labels = labels.clone();
+        if let Some(joins) = role.joins {
+            role_labels[aggregate_to(joins)] = json!("true");
+        }
+        let mut object = json!({"metadata": {"name": role.name, "labels": role_labels, "annotations": annotations},
+                                "rules": role.rules});
+        if role.aggregated {
+            object["aggregationRule"] =
+                json!({"clusterRoleSelectors": [{"matchLabels": {aggregate_to(role.name): "true"}}]});
+        }
+        roles.push(object);
+        if role.subjects.is_empty() {
+            continue;
+        }
+        let subjects: Vec<Value> = role
+            .subjects
+            .iter()
+            .map(|(kind, subject)| json!({"kind": kind, "apiGroup": RBAC, "name": subject}))
+            .collect();
         bindings.push(json!({
-            "metadata": {"name": name, "labels": labels, "annotations": annotations},
-            "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": name},
+            "metadata": {"name": role.name, "labels": labels, "annotations": annotations},
+            "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": role.name},
             "subjects": subjects,
         }));
     }
     crate::lifecycle::ensure_exist(state, RBAC, "clusterroles", roles).await?;
-    crate::lifecycle::ensure_exist(state, RBAC, "clusterrolebindings", bindings).await
+    crate::lifecycle::ensure_exist(state, RBAC, "clusterrolebindings", bindings).await?;
+    crate::aggregation::aggregate(state).await
 }

@@ -73,9 +73,9 @@ pub fn resources(state: &State, group: &str, version: &str) -> Reply {
     let registry = state.registry();
     let mut resources: Vec<Value> =
         registry.in_group_version(group, version).flat_map(|t| t.discovery_entries()).collect();
-    if group == "authorization.k8s.io" && version == "v1" {
-        resources.push(json!({"name": "selfsubjectaccessreviews", "singularName": "selfsubjectaccessreview",
-            "namespaced": false, "kind": "SelfSubjectAccessReview", "verbs": ["create"]}));
+    for (_, _, plural, kind) in api::resource::REVIEWS.iter().filter(|r| r.0 == group && r.1 == version) {
+        resources.push(json!({"name": plural, "singularName": plural.trim_end_matches('s'),
+            "namespaced": false, "kind": kind, "verbs": ["create"]}));
     }
     if group == resource_metrics::GROUP && version == resource_metrics::VERSION {
         resources = resource_metrics::discovery_entries();

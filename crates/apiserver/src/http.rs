@@ -61,7 +61,7 @@ pub fn json_reply(status: u16, value: &Value) -> Reply {
 }
 
 pub fn error_reply(err: &ApiError) -> Reply {
-    let mut reply = json_reply(err.code, &err.to_status());
+    let mut reply = bytes_reply(err.code, "application/json", err.status_json());
     if let Some(seconds) = err.retry_after() {
         if let Ok(v) = HeaderValue::from_str(&seconds.to_string()) {
             reply.headers_mut().insert("Retry-After", v);

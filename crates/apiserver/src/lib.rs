@@ -12,6 +12,7 @@
 
 mod admission;
 mod agents;
+mod aggregation;
 mod apply;
 mod authn;
 mod authz;

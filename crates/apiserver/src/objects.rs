@@ -6,7 +6,7 @@
 //! only after the change is durable.
 
 use crate::admission::{prepare_create, prepare_update, store_error};
-use crate::http::{decode_object, error_reply, json_reply, read_body, wants_table, Query, Reply, Shape};
+use crate::http::{bytes_reply, decode_object, error_reply, json_reply, read_body, wants_table, Query, Reply, Shape};
 use crate::routes::ResourcePath;
 use crate::schemas::{self, FieldValidation};
 use crate::State;
@@ -135,14 +135,17 @@ async fn route(
     query: Query,
 ) -> Result<Reply, ApiError> {
     let user = req.extensions().get::<User>().cloned().unwrap_or_else(User::anonymous);
-    if target.group == "authorization.k8s.io"
-        && target.plural == "selfsubjectaccessreviews"
-        && req.method() == Method::POST
+    if req.method() == Method::POST
+        && api::resource::REVIEWS.iter().any(|r| r.0 == target.group && r.2 == target.plural)
     {
         let content_type =
             req.headers().get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(String::from);
         let review = decode_object(&read_body(req.into_body()).await?, content_type.as_deref())?;
-        return Ok(json_reply(201, &crate::authz::review(&state, &user, review)?));
+        let answered = match target.plural.as_str() {
+            "selfsubjectreviews" => crate::authz::who_am_i(&user, &target.version),
+            _ => crate::authz::review(&state, &user, review)?,
+        };
+        return Ok(json_reply(201, &answered));
     }
     let registry = state.registry();
     let rt = registry.lookup(&target.group, &target.version, &target.plural).cloned().ok_or_else(ApiError::no_route)?;
@@ -457,12 +460,20 @@ pub async fn create_object(ctx: &Ctx, mut obj: Value, status: Option<Value>) -> 
     .await
 }
 
-/// Called after any committed write: CRD changes change what the server serves.
+/// Called after any committed write: CRD changes change what the server serves, ClusterRole
+/// changes what the aggregated roles hold.
 pub fn after_write(ctx: &Ctx) {
-    if !ctx.rt.custom && ctx.rt.kind == "CustomResourceDefinition" {
-        if let Err(e) = ctx.state.refresh_registry() {
-            tracing::error!(error = %e, "cannot refresh the served resource types");
+    if ctx.rt.custom || ctx.dry_run {
+        return;
+    }
+    match ctx.rt.kind.as_str() {
+        "CustomResourceDefinition" => {
+            if let Err(e) = ctx.state.refresh_registry() {
+                tracing::error!(error = %e, "cannot refresh the served resource types");
+            }
         }
+        "ClusterRole" => crate::aggregation::after_cluster_role_change(&ctx.state),
+        _ => {}
     }
 }
 
@@ -724,14 +735,20 @@ async fn delete(ctx: &Ctx, name: &str, body: &[u8]) -> Result<Reply, ApiError> {
     Ok(delete_reply(ctx, &written))
 }
 
+/// Kinds whose immediate deletion answers with the deleted object, as upstream's registries
+/// with `ReturnDeletedObject` do (typed clients, e.g. Python's, parse the reply as the kind).
+const RETURN_DELETED_OBJECT: &[&str] = &["Pod", "Service", "ServiceAccount"];
+
 fn delete_reply(ctx: &Ctx, written: &Written) -> Reply {
     let obj = written.object();
     match written {
-        _ if ctx.rt.kind == "Pod" && !ctx.rt.custom => json_reply(200, obj),
-        Written::Deleted(_) => json_reply(
+        _ if ctx.rt.group.is_empty() && RETURN_DELETED_OBJECT.contains(&ctx.rt.kind.as_str()) => json_reply(200, obj),
+        Written::Deleted(_) => bytes_reply(
             200,
-            &api::error::success_status(&ctx.rt.group, &ctx.rt.plural, name_of(obj), api::meta::uid_of(obj)),
+            "application/json",
+            api::error::success_status_json(&ctx.rt.group, &ctx.rt.plural, name_of(obj), api::meta::uid_of(obj)),
         ),
+        // Deletion waits for finalizers or a grace period: the object as it is now.
         _ => json_reply(202, obj),
     }
 }

@@ -327,3 +327,82 @@ fn insecure_http_serves_plain_http_for_development() {
         .unwrap_or_default();
     assert!(log.contains("--insecure-http"), "a warning names the mode: {log}");
 }
+
+#[test]
+fn upstream_default_roles_aggregate_and_whoami_names_the_caller() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start();
+    let eve = user_kubeconfig(&server, dir.path(), "eve", &["team-a"], 3600);
+    let can_i = |args: &[&str]| stdout(&kubectl_as(&eve, &[&["auth", "can-i"], args].concat())).trim().to_string();
+    let bind = |name: &str, role: &str| {
+        server.apply_stdin(
+            &format!(
+                "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: {name}, namespace: default}}\n\
+                 roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {role}}}\n\
+                 subjects: [{{kind: User, apiGroup: rbac.authorization.k8s.io, name: eve}}]\n"
+            ),
+            &[],
+        )
+    };
+    assert_eq!(can_i(&["list", "pods"]), "no");
+
+    // `view` holds what the system:aggregate-to-view roles hold: reads, but not Secrets.
+    bind("eve-views", "view");
+    assert_eq!(can_i(&["list", "pods"]), "yes");
+    assert_eq!(can_i(&["list", "campaigns.axle.dev"]), "yes");
+    assert_eq!(can_i(&["get", "secrets"]), "no");
+    assert_eq!(can_i(&["create", "pods"]), "no");
+    assert_eq!(can_i(&["list", "pods", "-n", "kube-system"]), "no");
+
+    // A role labelled to join `view` is aggregated into it, as a CRD's roles are.
+    server.apply_stdin(
+        r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.example.com}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget}
+  versions: [{name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}}]
+"#,
+        &[],
+    );
+    server.apply_stdin(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: widget-reader\n  labels: {rbac.authorization.k8s.io/aggregate-to-view: \"true\"}\n\
+         rules: [{apiGroups: [example.com], resources: [widgets], verbs: [get, list, watch]}]\n",
+        &[],
+    );
+    wait_for("view to aggregate widget-reader", Duration::from_secs(10), || {
+        server.kubectl_ok(&["get", "clusterrole", "view", "-o", "jsonpath={.rules}"]).contains("widgets").then_some(())
+    });
+    assert_eq!(can_i(&["list", "widgets.example.com"]), "yes");
+    // ...and `edit` and `admin`, which aggregate `view`, get it too.
+    let admin_rules = server.kubectl_ok(&["get", "clusterrole", "admin", "-o", "jsonpath={.rules}"]);
+    assert!(admin_rules.contains("widgets") && admin_rules.contains("rolebindings"), "{admin_rules}");
+    server.kubectl_ok(&["delete", "clusterrole", "widget-reader"]);
+    wait_for("view to drop widget-reader", Duration::from_secs(10), || {
+        (!server.kubectl_ok(&["get", "clusterrole", "view", "-o", "jsonpath={.rules}"]).contains("widgets"))
+            .then_some(())
+    });
+
+    // `edit` writes workloads and reads Secrets; `cluster-admin` is bound to system:masters.
+    bind("eve-edits", "edit");
+    assert_eq!(can_i(&["create", "pods"]), "yes");
+    assert_eq!(can_i(&["create", "pods/exec"]), "yes");
+    assert_eq!(can_i(&["get", "secrets"]), "yes");
+    assert_eq!(can_i(&["create", "rolebindings"]), "no", "only admin manages roles");
+    let masters =
+        server.kubectl_ok(&["get", "clusterrolebinding", "cluster-admin", "-o", "jsonpath={.subjects[0].name}"]);
+    assert_eq!(masters, "system:masters");
+
+    // `kubectl auth whoami` (SelfSubjectReview), old and new.
+    for release in ["1.27", "1.33"] {
+        let out = Command::new(support::kubectl_release(release))
+            .arg("--kubeconfig")
+            .arg(&eve)
+            .args(["auth", "whoami", "-o", "jsonpath={.status.userInfo.username} {.status.userInfo.groups}"])
+            .output()
+            .expect("kubectl runs");
+        assert_eq!(stdout(&out), r#"eve ["team-a","system:authenticated"]"#, "{release}: {}", stderr(&out));
+    }
+}
