@@ -287,3 +287,40 @@ spec:
     drop(restarted);
     assert_eq!(mounts_under(&agent_dir), Vec::<String>::new(), "the stopped agent left mounts");
 }
+
+#[test]
+fn short_lived_containers_report_their_true_exit_codes() {
+    let server = Server::start();
+    let _agent = Agent::start(&server, "hpc-1", 1);
+    let layout = busybox_layout(server.data_dir());
+    import(&server, &layout, "busybox:1");
+    let mut expected = Vec::new();
+    for (i, runtime) in ["runc", "crun"].iter().cycle().take(20).enumerate() {
+        let code = [0, 3, 0, 7, 42][i % 5];
+        let name = format!("quick-{i}");
+        server.create_pod(&json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"nodeName": "hpc-1", "restartPolicy": "Never", "runtimeClassName": runtime,
+                     "containers": [{"name": "c", "image": "busybox:1",
+                                     "command": ["sh", "-c", format!("echo hi; exit {code}")]}]},
+        }));
+        expected.push((name, code));
+    }
+    // A process killed by a signal: 128 + the signal's number. (Not in a container: the PID 1
+    // of a PID namespace ignores signals it has no handler for, even SIGKILL from inside.)
+    server.create_pod(&json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "killed"},
+        "spec": {"nodeName": "hpc-1", "restartPolicy": "Never", "runtimeClassName": "process",
+                 "containers": [{"name": "c", "image": "busybox:1", "command": ["sh", "-c", "kill -9 $$"]}]},
+    }));
+    expected.push(("killed".into(), 137));
+    for (name, code) in expected {
+        let terminated = wait_for(&format!("{name} to end"), Duration::from_secs(60), || {
+            container_state(&server, &name).and_then(|s| s["state"]["terminated"].as_object().cloned())
+        });
+        assert_eq!(terminated["exitCode"], code, "{name}: {terminated:?}");
+        let (phase, reason) = if code == 0 { ("Succeeded", "Completed") } else { ("Failed", "Error") };
+        assert_eq!(terminated["reason"], reason, "{name}");
+        assert_eq!(server.pod(&name).expect("pod")["status"]["phase"], phase, "{name}");
+    }
+}

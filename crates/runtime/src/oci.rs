@@ -86,6 +86,9 @@ pub struct OciContainer {
     options: OciOptions,
     pid: i32,
     pidfd: AsyncFd<OwnedFd>,
+    /// The init's exit status, once collected.
+    reaped: Option<Exit>,
+    /// The same, once the container is also removed.
     exit: Option<Exit>,
     pumps: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -172,7 +175,7 @@ impl OciContainer {
             cleanup(options).await;
             return Err(fail(String::from_utf8_lossy(&started.stderr).trim().to_string()));
         }
-        Ok(OciContainer { options: options.clone(), pid, pidfd, exit: None, pumps })
+        Ok(OciContainer { options: options.clone(), pid, pidfd, reaped: None, exit: None, pumps })
     }
 
     pub fn pid(&self) -> i32 {
@@ -187,23 +190,36 @@ impl OciContainer {
         &self.options.id
     }
 
+    /// Waits until the container's init exits, then removes the container. Cancel-safe: the
+    /// supervisor races this against stop requests, and a process's exit status can be
+    /// collected only once, so it is kept the moment it is reaped. (Before, a wait cancelled
+    /// after reaping lost the status, and the next wait met ECHILD: exit code -1.)
     pub async fn wait(&mut self) -> Exit {
         if let Some(exit) = self.exit {
             return exit;
         }
-        let mut exit = loop {
-            match self.pidfd.readable().await {
-                Ok(mut guard) => match reap(self.pidfd.get_ref()) {
-                    Some(exit) => break exit,
-                    None => guard.clear_ready(),
-                },
-                Err(_) => break Exit { code: -1, signal: None, oom_killed: false },
+        let exit = match self.reaped {
+            Some(exit) => exit,
+            None => {
+                let mut exit = loop {
+                    match self.pidfd.readable().await {
+                        Ok(mut guard) => match reap(self.pidfd.get_ref()) {
+                            Some(exit) => break exit,
+                            None => guard.clear_ready(),
+                        },
+                        Err(_) => break Exit { code: -1, signal: None, oom_killed: false },
+                    }
+                };
+                // Read before `cleanup` removes the cgroup, with no await in between.
+                exit.oom_killed = oom_kills(&self.options.cgroup_path) > 0;
+                self.reaped = Some(exit);
+                exit
             }
         };
-        for pump in self.pumps.drain(..) {
+        while let Some(pump) = self.pumps.last_mut() {
             let _ = pump.await;
+            self.pumps.pop();
         }
-        exit.oom_killed = oom_kills(&self.options.cgroup_path) > 0;
         cleanup(&self.options).await;
         self.exit = Some(exit);
         exit
@@ -211,8 +227,8 @@ impl OciContainer {
 
     /// Graceful stop: SIGTERM through the runtime, SIGKILL after `grace`.
     pub async fn stop(&mut self, grace: Duration) -> Exit {
-        if let Some(exit) = self.exit {
-            return exit;
+        if self.exit.is_some() || self.reaped.is_some() {
+            return self.wait().await;
         }
         self.kill("TERM").await;
         if tokio::time::timeout(grace, self.pidfd.readable()).await.is_err() {
@@ -243,7 +259,9 @@ impl OciContainer {
 impl Drop for OciContainer {
     fn drop(&mut self) {
         if self.exit.is_none() {
-            pidfd_signal(self.pidfd.get_ref(), libc::SIGKILL);
+            if self.reaped.is_none() {
+                pidfd_signal(self.pidfd.get_ref(), libc::SIGKILL);
+            }
             let options = self.options.clone();
             // Best effort: the next start of this container cleans up as well.
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
