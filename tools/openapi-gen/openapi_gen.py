@@ -55,7 +55,9 @@ GROUP_VERSIONS = [
     ("apiextensions.k8s.io", "v1"),
     ("autoscaling", "v1"),
     ("authorization.k8s.io", "v1"),
+    ("authentication.k8s.io", "v1"),
     ("rbac.authorization.k8s.io", "v1"),
+    ("batch", "v1"),
 ]
 
 
@@ -79,8 +81,9 @@ RESOURCES = [
     Resource("", "v1", "ConfigMap", "configmaps", True),
     Resource("", "v1", "Secret", "secrets", True),
     Resource("", "v1", "Event", "events", True),
-    Resource("", "v1", "Service", "services", True, ["status"], deletecollection=False),
-    Resource("", "v1", "ServiceAccount", "serviceaccounts", True),
+    Resource("", "v1", "Service", "services", True, ["status"], deletecollection=False,
+             delete_returns_object=True),
+    Resource("", "v1", "ServiceAccount", "serviceaccounts", True, delete_returns_object=True),
     Resource("apps", "v1", "Deployment", "deployments", True, ["status", "scale"]),
     Resource("apps", "v1", "ReplicaSet", "replicasets", True, ["status", "scale"]),
     Resource("apps", "v1", "DaemonSet", "daemonsets", True, ["status"]),
@@ -93,6 +96,12 @@ RESOURCES = [
         "authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews",
         False, create_only=True,
     ),
+    Resource(
+        "authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews",
+        False, create_only=True,
+    ),
+    Resource("batch", "v1", "Job", "jobs", True, ["status"]),
+    Resource("batch", "v1", "CronJob", "cronjobs", True, ["status"]),
     Resource("rbac.authorization.k8s.io", "v1", "Role", "roles", True),
     Resource("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False),
     Resource("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", True),

@@ -47,6 +47,23 @@ pub fn apply_defaults(kind: &str, obj: &mut Value) {
             default_template(obj);
             ensure_status(obj);
         }
+        "Job" => {
+            crate::batch::default_job_spec(&mut obj["spec"]);
+            default_template(obj);
+        }
+        "CronJob" => {
+            if let Some(spec) = obj["spec"].as_object_mut() {
+                default_field(spec, "concurrencyPolicy", json!("Allow"));
+                default_field(spec, "suspend", json!(false));
+                default_field(spec, "successfulJobsHistoryLimit", json!(3));
+                default_field(spec, "failedJobsHistoryLimit", json!(1));
+            }
+            let job_spec = &mut obj["spec"]["jobTemplate"]["spec"];
+            if job_spec.is_object() {
+                crate::batch::default_job_spec(job_spec);
+                default_pod_spec(&mut job_spec["template"]["spec"]);
+            }
+        }
         "ReplicaSet" => {
             if let Some(spec) = obj["spec"].as_object_mut() {
                 default_field(spec, "replicas", json!(1));

@@ -1,7 +1,7 @@
 //! The `axle.dev/depends-on` annotation: explicit start-order dependencies between workloads.
 //!
-//! Grammar: `"<name>=<condition>[, <name>=<condition>…]"`, where name is a pod, Deployment or
-//! DaemonSet in the same namespace and condition is one of [`CONDITIONS`]. Admission rejects
+//! Grammar: `"<name>=<condition>[, <name>=<condition>…]"`, where name is a pod, Deployment,
+//! DaemonSet or Job in the same namespace and condition is one of [`CONDITIONS`]. Admission rejects
 //! unparseable values and dependency cycles (422); controllers gate pod start on the rest.
 
 use std::collections::{BTreeMap, BTreeSet};

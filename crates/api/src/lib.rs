@@ -17,6 +17,7 @@
 //!
 //! This crate does no I/O and knows nothing about HTTP or the store.
 
+pub mod batch;
 pub mod defaults;
 pub mod dependencies;
 pub mod error;

@@ -138,6 +138,8 @@ const BUILTINS: &[Builtin] = &[
     Builtin { group: "apps", version: "v1", kind: "Deployment", plural: "deployments", scope: NS, short_names: &["deploy"], categories: &["all"], status: true, scale: true, log: false },
     Builtin { group: "apps", version: "v1", kind: "ReplicaSet", plural: "replicasets", scope: NS, short_names: &["rs"], categories: &["all"], status: true, scale: true, log: false },
     Builtin { group: "apps", version: "v1", kind: "DaemonSet", plural: "daemonsets", scope: NS, short_names: &["ds"], categories: &["all"], status: true, scale: false, log: false },
+    Builtin { group: "batch", version: "v1", kind: "Job", plural: "jobs", scope: NS, short_names: &[], categories: &["all"], status: true, scale: false, log: false },
+    Builtin { group: "batch", version: "v1", kind: "CronJob", plural: "cronjobs", scope: NS, short_names: &["cj"], categories: &["all"], status: true, scale: false, log: false },
     Builtin { group: "coordination.k8s.io", version: "v1", kind: "Lease", plural: "leases", scope: NS, short_names: &[], categories: &[], status: false, scale: false, log: false },
     Builtin { group: "rbac.authorization.k8s.io", version: "v1", kind: "ClusterRole", plural: "clusterroles", scope: CL, short_names: &[], categories: &[], status: false, scale: false, log: false },
     Builtin { group: "rbac.authorization.k8s.io", version: "v1", kind: "ClusterRoleBinding", plural: "clusterrolebindings", scope: CL, short_names: &[], categories: &[], status: false, scale: false, log: false },
@@ -150,6 +152,7 @@ const BUILTINS: &[Builtin] = &[
 /// The group versions this server serves besides custom ones, in discovery order.
 pub const BUILTIN_GROUPS: &[(&str, &str)] = &[
     ("apps", "v1"),
+    ("batch", "v1"),
     ("coordination.k8s.io", "v1"),
     ("apiextensions.k8s.io", "v1"),
     ("authorization.k8s.io", "v1"),

@@ -74,6 +74,28 @@ pub fn columns(rt: &ResourceType) -> Vec<Value> {
             s("Images", 1),
             s("Selector", 1),
         ],
+        (false, "Job") => vec![
+            s("Name", 0),
+            s("Status", 0),
+            s("Completions", 0),
+            s("Duration", 0),
+            s("Age", 0),
+            s("Containers", 1),
+            s("Images", 1),
+            s("Selector", 1),
+        ],
+        (false, "CronJob") => vec![
+            s("Name", 0),
+            s("Schedule", 0),
+            s("Timezone", 0),
+            s("Suspend", 0),
+            i("Active", 0),
+            s("Last Schedule", 0),
+            s("Age", 0),
+            s("Containers", 1),
+            s("Images", 1),
+            s("Selector", 1),
+        ],
         (false, "Service") => vec![
             s("Name", 0),
             s("Type", 0),
@@ -156,6 +178,38 @@ pub fn cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
             ];
             row.extend(workload_tail(spec, created));
             row
+        }
+        (false, "Job") => {
+            let mut row = vec![name, json!(job_status(obj)), json!(job_completions(spec, status))];
+            let started = status["startTime"].as_str().and_then(crate::meta::parse_time);
+            let ended = status["completionTime"].as_str().and_then(crate::meta::parse_time);
+            row.push(json!(match (started, ended) {
+                (Some(start), Some(end)) => crate::meta::human_duration((end - start).num_seconds()),
+                (Some(start), None) => crate::meta::human_duration((chrono::Utc::now() - start).num_seconds()),
+                _ => String::new(),
+            }));
+            row.extend(workload_tail(spec, created));
+            row
+        }
+        (false, "CronJob") => {
+            let job_spec = &spec["jobTemplate"]["spec"];
+            let (containers, images) = containers_and_images(&job_spec["template"]["spec"]);
+            let last = match status["lastScheduleTime"].as_str() {
+                Some(_) => age(&status["lastScheduleTime"]),
+                None => "<none>".into(),
+            };
+            vec![
+                name,
+                json!(spec["schedule"].as_str().unwrap_or("")),
+                json!(spec["timeZone"].as_str().unwrap_or("<none>")),
+                json!(if spec["suspend"] == true { "True" } else { "False" }),
+                json!(status["active"].as_array().map_or(0, Vec::len)),
+                json!(last),
+                json!(created),
+                json!(containers),
+                json!(images),
+                json!(selector_string(&job_spec["selector"])),
+            ]
         }
         (false, "Service") => {
             let ports: Vec<String> = spec["ports"]
@@ -270,6 +324,31 @@ pub fn simple_json_path(obj: &Value, path: &str) -> Value {
 fn workload_tail(spec: &Value, created: String) -> [Value; 4] {
     let (containers, images) = containers_and_images(&spec["template"]["spec"]);
     [json!(created), json!(containers), json!(images), json!(selector_string(&spec["selector"]))]
+}
+
+/// A Job's STATUS column, as kubectl 1.30+ prints it.
+fn job_status(job: &Value) -> &'static str {
+    let holds = |kind: &str| {
+        job["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == kind && c["status"] == "True")
+    };
+    if holds("Complete") {
+        "Complete"
+    } else if holds("Failed") {
+        "Failed"
+    } else if job["spec"]["suspend"] == true {
+        "Suspended"
+    } else {
+        "Running"
+    }
+}
+
+/// `succeeded/completions` (`1/1`; `0/1 of 3` is upstream's form for parallel work queues).
+fn job_completions(spec: &Value, status: &Value) -> String {
+    let succeeded = status["succeeded"].as_i64().unwrap_or(0);
+    match spec["completions"].as_i64() {
+        Some(completions) => format!("{succeeded}/{completions}"),
+        None => format!("{succeeded}/1 of {}", spec["parallelism"].as_i64().unwrap_or(1)),
+    }
 }
 
 /// A string map as kubectl prints it (`a=1,b=2`), `<none>` when empty.

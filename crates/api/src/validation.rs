@@ -81,6 +81,8 @@ pub fn validate(kind: &str, obj: &Value) -> Vec<Cause> {
         "Pod" => validate_pod_spec(&obj["spec"], "spec", &mut causes),
         "Deployment" | "ReplicaSet" | "DaemonSet" => validate_workload(kind, obj, &mut causes),
         "Service" => validate_service(&obj["spec"], &mut causes),
+        "Job" => crate::batch::validate_job_spec(&obj["spec"], "spec", &mut causes),
+        "CronJob" => crate::batch::validate_cron_job(obj, &mut causes),
         "ConfigMap" => {
             for field in ["data", "binaryData"] {
                 for key in obj[field].as_object().into_iter().flat_map(|m| m.keys()) {
@@ -109,6 +111,14 @@ pub fn validate_update(kind: &str, old: &Value, new: &Value) -> Vec<Cause> {
             if !old["spec"]["selector"].is_null() && old["spec"]["selector"] != new["spec"]["selector"] =>
         {
             causes.push(Cause::invalid("spec.selector", &new["spec"]["selector"], "field is immutable"));
+        }
+        "Job" => {
+            // What a Job runs is fixed once it exists (upstream allows a few scheduling fields).
+            for field in ["selector", "template", "completions", "completionMode", "podFailurePolicy"] {
+                if old["spec"][field] != new["spec"][field] {
+                    causes.push(Cause::invalid(format!("spec.{field}"), &new["spec"][field], "field is immutable"));
+                }
+            }
         }
         "Pod"
             if mutable_pod_spec_view(&old["spec"], &old["spec"])

@@ -66,6 +66,9 @@ pub fn prepare_create(
         map.remove("status");
     }
     mutate_kind(rt, obj, txn)?;
+    if !rt.custom && rt.kind == "Job" {
+        api::batch::generate_selector(obj);
+    }
     api::defaults::apply_defaults(&rt.kind, obj);
     check(rt, obj, None)?;
     if let Some(ns) = namespace {

@@ -349,6 +349,7 @@ fn upstream_default_roles_aggregate_and_whoami_names_the_caller() {
     // `view` holds what the system:aggregate-to-view roles hold: reads, but not Secrets.
     bind("eve-views", "view");
     assert_eq!(can_i(&["list", "pods"]), "yes");
+    assert_eq!(can_i(&["watch", "jobs.batch"]), "yes");
     assert_eq!(can_i(&["list", "campaigns.axle.dev"]), "yes");
     assert_eq!(can_i(&["get", "secrets"]), "no");
     assert_eq!(can_i(&["create", "pods"]), "no");

@@ -6,8 +6,9 @@
 //! pod's `PodScheduled=False` condition with reason `WaitingForDependencies`.
 //!
 //! A dependency names a pod, or a Deployment or DaemonSet (meaning all of its pods, at least
-//! one), in the pod's namespace; the condition is the pod phase `Running`, `Succeeded`,
-//! `Failed`, or `Ready` (the Ready condition).
+//! one), or a Job (`Succeeded`/`Failed` as its Complete/Failed condition says), in the pod's
+//! namespace; the condition is the pod phase `Running`, `Succeeded`, `Failed`, or `Ready` (the
+//! Ready condition).
 
 use crate::workloads::{condition, controller_uid, is_active, tolerate, Outcome, Snapshot};
 use api::dependencies::{parse, Dependency, ANNOTATION, GATE};
@@ -74,6 +75,22 @@ fn unmet(snapshot: &Snapshot, dependent: &Value, dep: &Dependency) -> Option<Str
     if let Some(pod) = snapshot.pods.iter().find(in_namespace) {
         return (!holds(pod, &dep.condition)).then(|| format!("{wanted} ({}: {})", dep.name, describe(pod)));
     }
+    // A Job succeeds or fails as a whole (its conditions); it runs while one of its pods does.
+    if let Some(job) = snapshot.jobs.iter().find(in_namespace) {
+        let ended = crate::job::finished(job).map(|(kind, _)| kind);
+        let state = match ended {
+            Some("Complete") => "Succeeded",
+            Some(_) => "Failed",
+            None => "Running",
+        };
+        let met = match dep.condition.as_str() {
+            "Succeeded" | "Failed" => state == dep.condition,
+            wanted_state => {
+                snapshot.pods_of(api::meta::uid_of(job)).iter().any(|p| is_active(p) && holds(p, wanted_state))
+            }
+        };
+        return (!met).then(|| format!("{wanted} (Job {}: {state})", dep.name));
+    }
     let owner_uid = snapshot
         .deployments
         .iter()
@@ -81,7 +98,7 @@ fn unmet(snapshot: &Snapshot, dependent: &Value, dep: &Dependency) -> Option<Str
         .find(in_namespace)
         .map(|o| api::meta::uid_of(o).to_string());
     let Some(owner_uid) = owner_uid else {
-        return Some(format!("{wanted} (no pod, Deployment or DaemonSet named {:?})", dep.name));
+        return Some(format!("{wanted} (no pod, Deployment, DaemonSet or Job named {:?})", dep.name));
     };
     // A Deployment's pods belong to its ReplicaSets.
     let replicasets: Vec<&str> = snapshot

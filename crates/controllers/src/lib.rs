@@ -3,9 +3,11 @@
 //! clients — they run in the server process but hold no shortcut into its store — so a crash
 //! or a missed event is a non-event: the next pass sees the truth.
 
+pub mod cronjob;
 pub mod daemonset;
 pub mod dependencies;
 pub mod deployment;
+pub mod job;
 pub mod metrics;
 pub mod node_lifecycle;
 pub mod placement;

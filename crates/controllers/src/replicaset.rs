@@ -34,7 +34,7 @@ async fn sync(client: &Client, snapshot: &Snapshot, rs: &Value) -> Result<Outcom
         let mut placed: Vec<Value> = Vec::new();
         for _ in active.len()..wanted {
             let peers: Vec<&Value> = pods.iter().copied().chain(placed.iter()).collect();
-            let node = create_pod(client, snapshot, rs, &peers).await?;
+            let node = create_pod(client, snapshot, rs, "ReplicaSet", &peers).await?;
             placed.push(json!({"spec": {"nodeName": node}}));
         }
     } else if active.len() > wanted {
@@ -80,22 +80,24 @@ async fn sync(client: &Client, snapshot: &Snapshot, rs: &Value) -> Result<Outcom
     Ok(outcome)
 }
 
-/// Creates one pod of the template; returns the node it was placed on, if any.
-async fn create_pod(
+/// Creates one pod of `owner`'s template (a ReplicaSet's or a Job's); returns the node it was
+/// placed on, if any.
+pub(crate) async fn create_pod(
     client: &Client,
     snapshot: &Snapshot,
-    rs: &Value,
+    owner: &Value,
+    kind: &str,
     peers: &[&Value],
 ) -> Result<Option<String>, ClientError> {
-    let namespace = api::meta::namespace_of(rs);
-    let template = &rs["spec"]["template"];
+    let namespace = api::meta::namespace_of(owner);
+    let template = &owner["spec"]["template"];
     let mut pod = json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {
-            "generateName": format!("{}-", api::meta::name_of(rs)),
+            "generateName": format!("{}-", api::meta::name_of(owner)),
             "namespace": namespace,
             "labels": template["metadata"]["labels"],
-            "ownerReferences": controller_ref(rs, "ReplicaSet"),
+            "ownerReferences": controller_ref(owner, kind),
         },
         "spec": template["spec"],
     });
@@ -110,7 +112,7 @@ async fn create_pod(
     match client.post(&format!("/api/v1/namespaces/{namespace}/pods"), &pod).await {
         Ok(created) => {
             let message = format!("Created pod: {}", api::meta::name_of(&created));
-            event(client, rs, "ReplicaSet", "Normal", "SuccessfulCreate", &message).await;
+            event(client, owner, kind, "Normal", "SuccessfulCreate", &message).await;
             if let Some(node) = &node {
                 placement::scheduled(client, &created, node).await;
             }

@@ -1,5 +1,6 @@
-//! The workload controllers' loop: Deployments → ReplicaSets → Pods, DaemonSets → Pods, static
-//! placement of unbound pods, and the dependency gates between workloads.
+//! The workload controllers' loop: Deployments → ReplicaSets → Pods, DaemonSets → Pods,
+//! CronJobs → Jobs → Pods, static placement of unbound pods, and the dependency gates between
+//! workloads.
 //!
 //! Level-triggered and stateless: every pass lists what it needs (one [`Snapshot`]), compares
 //! desired with observed state and takes the next idempotent steps through the API. Passes run
@@ -9,7 +10,7 @@
 //! API says, because nothing it knows lives anywhere else.
 
 use crate::metrics::ReconcileMetrics;
-use crate::{daemonset, dependencies, deployment, placement, replicaset};
+use crate::{cronjob, daemonset, dependencies, deployment, job, placement, replicaset};
 use client::{Client, ClientError};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -23,6 +24,8 @@ const WATCHED: &[&str] = &[
     "/apis/apps/v1/daemonsets",
     "/api/v1/pods",
     "/api/v1/nodes",
+    "/apis/batch/v1/jobs",
+    "/apis/batch/v1/cronjobs",
 ];
 
 /// Everything one pass looks at, read at its start.
@@ -33,6 +36,8 @@ pub struct Snapshot {
     pub daemonsets: Vec<Value>,
     pub pods: Vec<Value>,
     pub nodes: Vec<Value>,
+    pub jobs: Vec<Value>,
+    pub cronjobs: Vec<Value>,
 }
 
 impl Snapshot {
@@ -44,6 +49,8 @@ impl Snapshot {
             daemonsets: items(client.get(WATCHED[2]).await?),
             pods: items(client.get(WATCHED[3]).await?),
             nodes: items(client.get(WATCHED[4]).await?),
+            jobs: items(client.get(WATCHED[5]).await?),
+            cronjobs: items(client.get(WATCHED[6]).await?),
         })
     }
 
@@ -60,8 +67,12 @@ pub fn controller_uid(obj: &Value) -> Option<&str> {
 
 /// An owner reference making `owner` the controller of what carries it.
 pub fn controller_ref(owner: &Value, kind: &str) -> Value {
+    let default_version = match kind {
+        "Job" | "CronJob" => "batch/v1",
+        _ => "apps/v1",
+    };
     json!([{
-        "apiVersion": owner["apiVersion"].as_str().unwrap_or("apps/v1"), "kind": kind,
+        "apiVersion": owner["apiVersion"].as_str().unwrap_or(default_version), "kind": kind,
         "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"],
         "controller": true, "blockOwnerDeletion": true,
     }])
@@ -134,6 +145,8 @@ pub async fn pass(client: &Client, metrics: &ReconcileMetrics) -> Result<Outcome
     outcome = outcome.merge(metrics.measure("deployment", deployment::reconcile(client, snapshot)).await?);
     outcome = outcome.merge(metrics.measure("replicaset", replicaset::reconcile(client, snapshot)).await?);
     outcome = outcome.merge(metrics.measure("daemonset", daemonset::reconcile(client, snapshot)).await?);
+    outcome = outcome.merge(metrics.measure("job", job::reconcile(client, snapshot)).await?);
+    outcome = outcome.merge(metrics.measure("cronjob", cronjob::reconcile(client, snapshot)).await?);
     outcome = outcome.merge(metrics.measure("placement", placement::reconcile(client, snapshot)).await?);
     outcome = outcome.merge(metrics.measure("dependencies", dependencies::reconcile(client, snapshot)).await?);
     Ok(outcome)

@@ -20,32 +20,34 @@ pub(crate) const GROUP_VERSIONS: &[&str] = &[
     "apis/apiextensions.k8s.io/v1",
     "apis/autoscaling/v1",
     "apis/authorization.k8s.io/v1",
+    "apis/authentication.k8s.io/v1",
     "apis/rbac.authorization.k8s.io/v1",
+    "apis/batch/v1",
 ];
 
 pub(crate) const DOCUMENTS: &[Document] = &[
     Document {
         path: "api/v1",
-        hash: "69677B07725A701CC9556295B324C0333EC6776E1A7EA099A97F7FAF73096AFFFA98C7C71EA88B0BEBE55EA4D19937A3B75873061431E3B7180E9C2943534CE4",
-        len: 417458,
+        hash: "97AC1F26B722B9410D3CD9BCBCA2B538F7C49E7BB47025DFB3D6D4BD94415CE3EF89B222B2163372BB3D7D096EBBF49EB364CC8F9A7541A35512EFAECA12F670",
+        len: 417532,
         zst: include_bytes!("../data/api__v1_openapi.json.zst"),
     },
     Document {
         path: "apis/apps/v1",
-        hash: "32F5F6A7008782E7CD8B8AB9DF8880A0594D66EB0EEBECB8745E17068DD323D876CB46041410D536ED16DDFAE4688DE2C1EB927202D38949AAE940CC15E2182A",
-        len: 296804,
+        hash: "F4E02958491F5009305C0C1C90E56BDEAF0FBC908DA0A3CA30D7D138BA053A2F487FA3BD311A7C49905EB32F987FCD7EF277F5022B3B5D0B7B65DE951FACDC3B",
+        len: 296932,
         zst: include_bytes!("../data/apis__apps__v1_openapi.json.zst"),
     },
     Document {
         path: "apis/coordination.k8s.io/v1",
-        hash: "D9B4B18300B65E2A1FAA6A9DCF001BCEDB5F4BF889ACBD0504419DFB468B62B9E4CB35E75FB897BD14946750F1847B9BED53089C3A5808B5B2ECA2CBCF241349",
-        len: 48626,
+        hash: "1C30F1BD14A1C11E8946ECC55DBB426539282F61152CBB629921A439092C7D3E225D734D91434A1D52F2A3AE1A278FB8CA3553F297F50403E0444A0D55BCF0B0",
+        len: 48754,
         zst: include_bytes!("../data/apis__coordination.k8s.io__v1_openapi.json.zst"),
     },
     Document {
         path: "apis/apiextensions.k8s.io/v1",
-        hash: "47FDD9059EE9EE5FD56075AD423CD294EAC7B915565941DCE81DD1DE37044A8A4171AA942BECA57724DDD7BEB5705F5BAB8B96F72CE47BB68F997AF8BC8E8BF3",
-        len: 89366,
+        hash: "5E6D769F150ACF67E349BE509EA5F4BB04F1A5B6EFEF5A0C0C9154BD75581D1862E0645C609ACD6CB2C5C6A02EB09580C77C024F2B36A3D4B9F8DB3683AA03AA",
+        len: 89494,
         zst: include_bytes!("../data/apis__apiextensions.k8s.io__v1_openapi.json.zst"),
     },
     Document {
@@ -61,9 +63,21 @@ pub(crate) const DOCUMENTS: &[Document] = &[
         zst: include_bytes!("../data/apis__authorization.k8s.io__v1_openapi.json.zst"),
     },
     Document {
+        path: "apis/authentication.k8s.io/v1",
+        hash: "2E788DCBC6DA76BC767CAE51994D1546010E8C3BC2FAAC4D8B9E4DBFCE16902AB0A24408B1585CF4DC31445AB767A4B7F218642A8804057450F6B672D26BDF55",
+        len: 22091,
+        zst: include_bytes!("../data/apis__authentication.k8s.io__v1_openapi.json.zst"),
+    },
+    Document {
         path: "apis/rbac.authorization.k8s.io/v1",
-        hash: "4323AC95CA200897F5CFFCF59BB558D56E0BF061FBAE9034B78E173C5768698507118B79404E98164F61F5B1838DF9BED3394EFEDEB46891DF7CA0A25A2889E7",
-        len: 101104,
+        hash: "1019753C604002990C69A070DC82A2F39207E5EA7247C3B83B9B1B6A5339D29188F0F4B25E4948E0E5E11D42D6661FAFFB2A53656D8550F642C3D3A26276891F",
+        len: 101232,
         zst: include_bytes!("../data/apis__rbac.authorization.k8s.io__v1_openapi.json.zst"),
+    },
+    Document {
+        path: "apis/batch/v1",
+        hash: "03B05CBDF061820FC28F14BF1A2274FEBFC7930452EF165C82EFB1CAE9016EBA33F791B3D0BFE8C9477DF42DC8E93A6A7E9BFA7E8AE360DE56C16A4FBD9A1FC7",
+        len: 272223,
+        zst: include_bytes!("../data/apis__batch__v1_openapi.json.zst"),
     },
 ];

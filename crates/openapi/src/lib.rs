@@ -153,7 +153,9 @@ mod tests {
                 "apis/apiextensions.k8s.io/v1",
                 "apis/autoscaling/v1",
                 "apis/authorization.k8s.io/v1",
+                "apis/authentication.k8s.io/v1",
                 "apis/rbac.authorization.k8s.io/v1",
+                "apis/batch/v1",
             ]
         );
     }
@@ -185,7 +187,7 @@ mod tests {
 
     #[test]
     fn document_unknown_group_version_is_none() {
-        for path in ["", "api", "api/v2", "apis/batch/v1", "apis/apps/v1beta1", "apis/apps/v1/"] {
+        for path in ["", "api", "api/v2", "apis/batch/v1beta1", "apis/apps/v1beta1", "apis/apps/v1/"] {
             assert_eq!(document(path), None, "'{path}'");
             assert_eq!(hash(path), None, "'{path}'");
         }
