@@ -2,14 +2,16 @@
 //! `daemonEndpoints.kubeletEndpoint`, where the API server (and Prometheus) find it:
 //! - `GET /containerLogs/{namespace}/{pod}/{container}`: container logs (see [`crate::logs`]);
 //! - `GET /metrics`: Prometheus exposition of the node's and containers' usage;
-//! - `GET /stats/summary`: the kubelet Summary API subset behind `kubectl top`.
+//! - `GET /stats/summary`: the kubelet Summary API subset behind `kubectl top`;
+//! - `GET /exec/{namespace}/{pod}/{container}`: `kubectl exec`, upgraded to a WebSocket (see
+//!   [`crate::exec`]).
 //!
 //! It speaks minimal HTTP/1.0: one request per connection, the body ends with the connection.
 //! With TLS (the API server has TLS on), the endpoint presents the node's certificate and
 //! serves only clients whose certificate the car's CA issued to `system:masters` (the API
 //! server itself, administrators, a Prometheus given an admin certificate).
 
-use crate::stats::Stats;
+use crate::stats::{ContainerKey, Stats};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -90,19 +92,33 @@ async fn handle(
     }
     let head = String::from_utf8_lossy(&head);
     let target = head.split_whitespace().nth(1).unwrap_or("");
-    let accept = head
-        .lines()
-        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("accept")).map(|(_, v)| v.trim()))
-        .unwrap_or("");
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let query: HashMap<&str, &str> = query.split('&').filter_map(|kv| kv.split_once('=')).collect();
+    let header = |name: &str| {
+        head.lines()
+            .skip(1)
+            .find_map(|l| l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case(name)).map(|(_, v)| v.trim()))
+            .map(String::from)
+    };
+    let accept = header("accept").unwrap_or_default();
+    let (path, raw_query) = target.split_once('?').unwrap_or((target, ""));
+    let query: HashMap<&str, &str> = raw_query.split('&').filter_map(|kv| kv.split_once('=')).collect();
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let answered = match parts.as_slice() {
         ["containerLogs", namespace, pod, container] => {
             crate::logs::container_logs(&mut stream, &log_dir, [namespace, pod, container], &query, shutdown).await
         }
+        ["exec", namespace, pod, container] => {
+            let key = ContainerKey {
+                namespace: namespace.to_string(),
+                pod: pod.to_string(),
+                container: container.to_string(),
+            };
+            let query = form_urlencoded::parse(raw_query.as_bytes()).into_owned().collect();
+            let request = crate::exec::ExecRequest { key, query, header: &header };
+            // The upgraded stream is the session's: it closes it itself.
+            return crate::exec::serve(stream, request, stats).await;
+        }
         ["metrics"] => {
-            let (content_type, body) = stats.metrics(accept);
+            let (content_type, body) = stats.metrics(&accept);
             reply(&mut stream, "200 OK", content_type, &body).await
         }
         ["stats", "summary"] => reply(&mut stream, "200 OK", "application/json", &stats.summary().to_string()).await,

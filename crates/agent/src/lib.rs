@@ -8,6 +8,7 @@
 
 mod containers;
 mod endpoint;
+mod exec;
 mod images;
 mod log_tail;
 mod logs;

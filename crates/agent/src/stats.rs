@@ -34,8 +34,8 @@ pub struct ContainerKey {
 
 struct Tracked {
     uid: String,
-    /// None while the container is not running (back-off, finished).
-    source: Option<UsageSource>,
+    /// While the container runs: where its usage is read, and where `kubectl exec` enters it.
+    running: Option<(UsageSource, runtime::ExecTarget)>,
     restarts: u32,
 }
 
@@ -112,17 +112,23 @@ impl Stats {
     }
 
     /// A container (re)started: its usage is read from `source` until it ends.
-    pub fn started(&self, key: ContainerKey, uid: &str, source: UsageSource, restarts: u32) {
+    pub fn started(&self, key: ContainerKey, uid: &str, running: (UsageSource, runtime::ExecTarget), restarts: u32) {
         let mut tracked = self.tracked.lock().unwrap_or_else(|e| e.into_inner());
-        tracked.insert(key, Tracked { uid: uid.to_string(), source: Some(source), restarts });
+        tracked.insert(key, Tracked { uid: uid.to_string(), running: Some(running), restarts });
     }
 
     /// A container ended; its restarts stay counted while the pod is here.
     pub fn ended(&self, key: &ContainerKey) {
         let mut tracked = self.tracked.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(t) = tracked.get_mut(key) {
-            t.source = None;
+            t.running = None;
         }
+    }
+
+    /// Where a running container is entered (None: not running here).
+    pub fn exec_target(&self, key: &ContainerKey) -> Option<runtime::ExecTarget> {
+        let tracked = self.tracked.lock().unwrap_or_else(|e| e.into_inner());
+        tracked.get(key)?.running.as_ref().map(|(_, target)| target.clone())
     }
 
     /// The pod left the node.
@@ -133,7 +139,7 @@ impl Stats {
     fn read(&self) -> Sample {
         let sources: Vec<(ContainerKey, UsageSource)> = {
             let tracked = self.tracked.lock().unwrap_or_else(|e| e.into_inner());
-            tracked.iter().filter_map(|(k, t)| Some((k.clone(), t.source.clone()?))).collect()
+            tracked.iter().filter_map(|(k, t)| Some((k.clone(), t.running.as_ref()?.0.clone()))).collect()
         };
         let containers = sources.into_iter().filter_map(|(key, source)| Some((key, source.read()?))).collect();
         Sample { at: SystemTime::now(), node: runtime::node_usage(), containers }
@@ -242,8 +248,8 @@ impl PodStats {
         ContainerKey { namespace: self.namespace.clone(), pod: self.pod.clone(), container: container.to_string() }
     }
 
-    pub fn started(&self, container: &str, source: UsageSource, restarts: u32) {
-        self.stats.started(self.key(container), &self.uid, source, restarts);
+    pub fn started(&self, container: &str, running: (UsageSource, runtime::ExecTarget), restarts: u32) {
+        self.stats.started(self.key(container), &self.uid, running, restarts);
     }
 
     pub fn ended(&self, container: &str) {
@@ -273,8 +279,9 @@ mod tests {
         // Any live pid works as a process group source; a cgroup that is not there reads
         // nothing, so it has no series.
         let pid = std::process::id() as i32;
-        stats.started(key("app"), "uid-1", UsageSource::ProcessGroup(pid), 2);
-        stats.started(key("gone"), "uid-1", UsageSource::Cgroup("/axle/not-there".into()), 0);
+        let exec = runtime::ExecTarget::Process { pid };
+        stats.started(key("app"), "uid-1", (UsageSource::ProcessGroup(pid), exec.clone()), 2);
+        stats.started(key("gone"), "uid-1", (UsageSource::Cgroup("/axle/not-there".into()), exec), 0);
         let (_, text) = stats.metrics("text/plain");
         assert!(text.contains("node_memory_working_set_bytes "), "{text}");
         assert!(text.contains("axle_container_restarts_total{namespace=\"car\",pod=\"nav\",container=\"app\"} 2"));

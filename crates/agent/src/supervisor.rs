@@ -671,7 +671,7 @@ async fn run_container(
                 Exit { code: 128, signal: None, oom_killed: false }
             }
             Ok(mut container) => {
-                stats.started(&spec.name, container.usage_source(), status.restarts);
+                stats.started(&spec.name, (container.usage_source(), container.exec_target()), status.restarts);
                 let unprobed = probes.readiness.is_none() && probes.startup.is_none();
                 status.state = State::Running {
                     started_at: started_at.clone(),

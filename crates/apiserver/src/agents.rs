@@ -33,6 +33,16 @@ pub fn endpoint(node: &Value) -> Option<(String, u16)> {
 
 /// Sends `GET path` to the node's agent; the stream is positioned after the request.
 pub async fn request(state: &State, node: &Value, path: &str) -> Result<AgentStream, ApiError> {
+    request_with(state, node, path, &[]).await
+}
+
+/// [`request`] with more headers (an upgrade's: then as HTTP/1.1).
+pub async fn request_with(
+    state: &State,
+    node: &Value,
+    path: &str,
+    headers: &[(&str, String)],
+) -> Result<AgentStream, ApiError> {
     let name = api::meta::name_of(node);
     let (address, port) = endpoint(node)
         .ok_or_else(|| ApiError::bad_request(format!("the agent of node {name:?} publishes no endpoint")))?;
@@ -52,7 +62,12 @@ pub async fn request(state: &State, node: &Value, path: &str) -> Result<AgentStr
             Box::new(tokio::time::timeout(CONNECT_TIMEOUT, handshake).await.map_err(|_| late())?.map_err(unreachable)?)
         }
     };
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n");
+    let version = if headers.is_empty() { "1.0" } else { "1.1" };
+    let mut request = format!("GET {path} HTTP/{version}\r\nHost: {address}\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
     stream.write_all(request.as_bytes()).await.map_err(unreachable)?;
     Ok(stream)
 }
@@ -64,6 +79,12 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Reads an agent's answer up to its body: (status line, the body bytes read so far). An agent
 /// that sends endless or slow headers is cut off.
 pub async fn read_head(stream: &mut AgentStream, node_name: &str) -> Result<(String, Vec<u8>), ApiError> {
+    let (head, body) = read_whole_head(stream, node_name).await?;
+    Ok((head.lines().next().unwrap_or("").to_string(), body))
+}
+
+/// Like [`read_head`], with the whole head (status line and headers).
+pub async fn read_whole_head(stream: &mut AgentStream, node_name: &str) -> Result<(String, Vec<u8>), ApiError> {
     let failed = |what: String| ApiError::unavailable(format!("the agent of node {node_name:?} {what}"));
     let mut head = Vec::new();
     let mut buf = vec![0u8; 16 * 1024];
@@ -84,9 +105,17 @@ pub async fn read_head(stream: &mut AgentStream, node_name: &str) -> Result<(Str
             break pos + 4;
         }
     };
-    let status_line = String::from_utf8_lossy(&head[..body_start]).lines().next().unwrap_or("").to_string();
     let body = head.split_off(body_start);
-    Ok((status_line, body))
+    Ok((String::from_utf8_lossy(&head).into_owned(), body))
+}
+
+/// An agent's refusal (its answer was not the one asked for) as the error to pass on: the
+/// reason it gives, a line of text, what arrives of it in a moment and at most 64 KiB.
+pub async fn refusal(mut stream: AgentStream, first: Vec<u8>) -> ApiError {
+    let mut reason = first;
+    let mut rest = (&mut stream).take(64 << 10);
+    let _ = tokio::time::timeout(Duration::from_secs(5), rest.read_to_end(&mut reason)).await;
+    ApiError::bad_request(String::from_utf8_lossy(&reason).trim().to_string())
 }
 
 /// The most an agent's whole answer (metrics, a usage summary) may hold.

@@ -28,6 +28,8 @@ pub fn attributes(route: &Route, method: &Method, path: &str, query: &Query) -> 
     match route {
         Route::Resource(target) => {
             let verb = match *method {
+                // Streams are `create` whichever method their upgrade uses (WebSockets GET).
+                _ if matches!(target.subresource.as_deref(), Some("exec" | "attach" | "portforward")) => "create",
                 Method::GET | Method::HEAD if query.flag("watch") => "watch",
                 Method::GET | Method::HEAD if target.name.is_none() => "list",
                 Method::GET | Method::HEAD => "get",

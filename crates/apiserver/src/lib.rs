@@ -29,6 +29,7 @@ mod resource_metrics;
 mod restriction;
 mod routes;
 mod schemas;
+mod streams;
 mod uploads;
 mod volatile;
 mod watch;

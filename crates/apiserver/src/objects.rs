@@ -179,6 +179,7 @@ async fn route(
             "upload" => ctx.rt.group == "axle.dev" && ctx.rt.plural == "bundles",
             "token" => ctx.rt.group.is_empty() && ctx.rt.plural == "serviceaccounts",
             "proxy" => ctx.rt.kind == "Node",
+            "exec" => ctx.rt.kind == "Pod" && !ctx.rt.custom,
             _ => false,
         };
         if !served {
@@ -198,6 +199,7 @@ async fn route(
             Ok(json_reply(200, &scale_of(&obj)))
         }
         (Method::GET, Some(name), Some("log")) => pod_log(&ctx, &name).await,
+        (Method::GET | Method::POST, Some(name), Some("exec")) => crate::streams::exec(&ctx, &name, req).await,
         (Method::GET, Some(name), Some("proxy")) => node_proxy(&ctx, &name, target.proxy_path.as_deref()).await,
         (Method::POST, None, None) => create(&ctx, &user, req.into_body()).await,
         (Method::POST, Some(name), Some("token")) => {
@@ -627,8 +629,10 @@ pub async fn update_scale(ctx: &Ctx, name: &str, scale: Value) -> Result<Reply, 
 
 /// `pods/NAME/log`: fetched from the agent of the pod's node (its log endpoint is published in
 /// the Node's `daemonEndpoints`) and streamed back as text, also with `follow`.
-async fn pod_log(ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
-    use tokio::io::AsyncReadExt;
+/// The pod `name`, the container a `container` parameter names (or its only one) and the Node
+/// it is bound to: what a log or exec request reaches the agent with. `what` says what the
+/// caller wants, for the error of a pod not bound yet.
+pub fn pod_on_node(ctx: &Ctx, name: &str, what: &str) -> Result<(Value, String, Value), ApiError> {
     let pod = load(ctx, name)?;
     let containers: Vec<&str> = ["initContainers", "containers"]
         .iter()
@@ -646,16 +650,22 @@ async fn pod_log(ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
             )))
         }
     };
-    let node_name = pod["spec"]["nodeName"]
-        .as_str()
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| ApiError::bad_request(format!("pod {name:?} is not bound to a node yet, so it has no logs")))?;
+    let node_name = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()).ok_or_else(|| {
+        ApiError::bad_request(format!("pod {name:?} is not bound to a node yet, so it has no {what}"))
+    })?;
     let node = ctx
         .state
         .store
         .get(&store::key("core/nodes", "", node_name))
         .map_err(store_error)?
         .ok_or_else(|| ApiError::bad_request(format!("node {node_name:?} of pod {name:?} is not registered")))?;
+    Ok((pod, container, node))
+}
+
+async fn pod_log(ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
+    use tokio::io::AsyncReadExt;
+    let (_, container, node) = pod_on_node(ctx, name, "logs")?;
+    let node_name = api::meta::name_of(&node);
     let mut query: Vec<String> = Vec::new();
     for key in ["tailLines", "timestamps", "follow", "sinceSeconds", "previous"] {
         if let Some(v) = ctx.query.get(key) {
@@ -667,11 +677,7 @@ async fn pod_log(ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
     let mut stream = crate::agents::request(&ctx.state, &node, &path).await?;
     let (status_line, first) = crate::agents::read_head(&mut stream, node_name).await?;
     if !status_line.contains(" 200 ") {
-        // The agent's reason, a line of text: what arrives in a moment, at most 64 KiB of it.
-        let mut rest = first;
-        let mut reason = (&mut stream).take(64 << 10);
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), reason.read_to_end(&mut rest)).await;
-        return Err(ApiError::bad_request(String::from_utf8_lossy(&rest).trim().to_string()));
+        return Err(crate::agents::refusal(stream, first).await);
     }
     let mut buf = vec![0u8; 16 * 1024];
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);

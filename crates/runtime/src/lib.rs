@@ -8,11 +8,13 @@
 //! Runtimes: `process` (a native executable, supervised directly) and the OCI runtimes `runc`
 //! and `crun` (a container from an image, see [`oci`]), behind one interface.
 
+mod exec;
 mod logs;
 mod oci;
 mod process;
 mod usage;
 
+pub use exec::{ExecSession, ExecTarget, Streams};
 pub use logs::LogFile;
 pub use usage::{node_usage, Usage, UsageSource};
 
@@ -146,6 +148,14 @@ impl Container {
     }
 
     /// The id Kubernetes shows (`<runtime>://<id>`).
+    /// Where `kubectl exec` enters this container.
+    pub fn exec_target(&self) -> ExecTarget {
+        match self {
+            Container::Process(c) => ExecTarget::Process { pid: c.pid() },
+            Container::Oci(c) => c.exec_target(),
+        }
+    }
+
     pub fn container_id(&self) -> String {
         match self {
             Container::Process(c) => format!("process://{}", c.pid()),

@@ -190,6 +190,14 @@ impl OciContainer {
         &self.options.id
     }
 
+    pub fn exec_target(&self) -> crate::ExecTarget {
+        crate::ExecTarget::Oci {
+            binary: self.options.binary.clone(),
+            state_root: self.options.state_root.clone(),
+            id: self.options.id.clone(),
+        }
+    }
+
     /// Waits until the container's init exits, then removes the container. Cancel-safe: the
     /// supervisor races this against stop requests, and a process's exit status can be
     /// collected only once, so it is kept the moment it is reaped. (Before, a wait cancelled

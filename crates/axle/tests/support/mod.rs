@@ -593,7 +593,7 @@ pub fn busybox_layout(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(rootfs.join("bin")).expect("bin");
     std::fs::create_dir_all(rootfs.join("etc")).expect("etc");
     std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox (Debian package busybox-static)");
-    for applet in ["sh", "httpd", "sleep", "cat", "echo", "id", "head", "tr", "hostname", "touch", "ls"] {
+    for applet in ["sh", "httpd", "sleep", "cat", "echo", "id", "head", "tr", "hostname", "touch", "ls", "tar"] {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).expect("applet");
     }
     std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n")
