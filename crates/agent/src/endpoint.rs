@@ -4,7 +4,9 @@
 //! - `GET /metrics`: Prometheus exposition of the node's and containers' usage;
 //! - `GET /stats/summary`: the kubelet Summary API subset behind `kubectl top`;
 //! - `GET /exec/{namespace}/{pod}/{container}`: `kubectl exec`, upgraded to a WebSocket (see
-//!   [`crate::exec`]).
+//!   [`crate::exec`]);
+//! - `GET /portForward/{namespace}/{pod}`: `kubectl port-forward`, upgraded to SPDY (see
+//!   [`crate::port_forward`]).
 //!
 //! It speaks minimal HTTP/1.0: one request per connection, the body ends with the connection.
 //! With TLS (the API server has TLS on), the endpoint presents the node's certificate and
@@ -76,7 +78,7 @@ pub async fn serve(
 }
 
 async fn handle(
-    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    mut stream: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
     log_dir: PathBuf,
     stats: &Stats,
     shutdown: tokio::sync::watch::Receiver<bool>,
@@ -116,6 +118,10 @@ async fn handle(
             let request = crate::exec::ExecRequest { key, query, header: &header };
             // The upgraded stream is the session's: it closes it itself.
             return crate::exec::serve(stream, request, stats).await;
+        }
+        ["portForward", namespace, pod] => {
+            // The upgraded stream is the session's: it closes it itself.
+            return crate::port_forward::serve(stream, namespace, pod, &header, stats).await;
         }
         ["metrics"] => {
             let (content_type, body) = stats.metrics(&accept);

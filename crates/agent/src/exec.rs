@@ -71,12 +71,7 @@ pub async fn serve(
         });
         return crate::endpoint::reply(&mut stream, "400 Bad Request", "text/plain", &format!("{why}\n")).await;
     };
-    let accept = {
-        use base64::Engine as _;
-        let digest =
-            ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, format!("{key}{WEBSOCKET_GUID}").as_bytes());
-        base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
-    };
+    let accept = accept_key(&key);
     let head = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: {protocol}\r\n\r\n"
@@ -191,7 +186,15 @@ async fn handle_input(
     }
 }
 
-fn normal_close() -> Message {
+/// The `Sec-WebSocket-Accept` answer to a client's `Sec-WebSocket-Key` (RFC 6455).
+pub fn accept_key(key: &str) -> String {
+    use base64::Engine as _;
+    let digest =
+        ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, format!("{key}{WEBSOCKET_GUID}").as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+}
+
+pub fn normal_close() -> Message {
     use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
     Message::Close(Some(CloseFrame { code: CloseCode::Normal, reason: "".into() }))
 }

@@ -15,9 +15,11 @@ mod logs;
 mod machine;
 mod node;
 mod pods;
+mod port_forward;
 mod prestage;
 mod probes;
 mod self_update;
+mod spdy;
 mod stats;
 mod supervisor;
 

@@ -125,6 +125,15 @@ impl Stats {
         }
     }
 
+    /// The main process of some running container of the pod (the pod's namespaces).
+    pub fn any_running_pid(&self, namespace: &str, pod: &str) -> Option<i32> {
+        let tracked = self.tracked.lock().unwrap_or_else(|e| e.into_inner());
+        tracked
+            .iter()
+            .filter(|(key, _)| key.namespace == namespace && key.pod == pod)
+            .find_map(|(_, t)| t.running.as_ref().map(|(_, target)| target.pid()))
+    }
+
     /// Where a running container is entered (None: not running here).
     pub fn exec_target(&self, key: &ContainerKey) -> Option<runtime::ExecTarget> {
         let tracked = self.tracked.lock().unwrap_or_else(|e| e.into_inner());

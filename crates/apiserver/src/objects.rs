@@ -179,7 +179,7 @@ async fn route(
             "upload" => ctx.rt.group == "axle.dev" && ctx.rt.plural == "bundles",
             "token" => ctx.rt.group.is_empty() && ctx.rt.plural == "serviceaccounts",
             "proxy" => ctx.rt.kind == "Node",
-            "exec" => ctx.rt.kind == "Pod" && !ctx.rt.custom,
+            "exec" | "portforward" => ctx.rt.kind == "Pod" && !ctx.rt.custom,
             _ => false,
         };
         if !served {
@@ -199,7 +199,9 @@ async fn route(
             Ok(json_reply(200, &scale_of(&obj)))
         }
         (Method::GET, Some(name), Some("log")) => pod_log(&ctx, &name).await,
-        (Method::GET | Method::POST, Some(name), Some("exec")) => crate::streams::exec(&ctx, &name, req).await,
+        (Method::GET | Method::POST, Some(name), Some(sub @ ("exec" | "portforward"))) => {
+            crate::streams::pass_to_agent(&ctx, &name, sub, req).await
+        }
         (Method::GET, Some(name), Some("proxy")) => node_proxy(&ctx, &name, target.proxy_path.as_deref()).await,
         (Method::POST, None, None) => create(&ctx, &user, req.into_body()).await,
         (Method::POST, Some(name), Some("token")) => {
@@ -629,27 +631,29 @@ pub async fn update_scale(ctx: &Ctx, name: &str, scale: Value) -> Result<Reply, 
 
 /// `pods/NAME/log`: fetched from the agent of the pod's node (its log endpoint is published in
 /// the Node's `daemonEndpoints`) and streamed back as text, also with `follow`.
-/// The pod `name`, the container a `container` parameter names (or its only one) and the Node
-/// it is bound to: what a log or exec request reaches the agent with. `what` says what the
-/// caller wants, for the error of a pod not bound yet.
-pub fn pod_on_node(ctx: &Ctx, name: &str, what: &str) -> Result<(Value, String, Value), ApiError> {
-    let pod = load(ctx, name)?;
+/// The container a `container` parameter names (or the pod's only one).
+pub fn chosen_container(ctx: &Ctx, pod: &Value) -> Result<String, ApiError> {
+    let name = name_of(pod);
     let containers: Vec<&str> = ["initContainers", "containers"]
         .iter()
         .flat_map(|k| pod["spec"][*k].as_array().into_iter().flatten())
         .filter_map(|c| c["name"].as_str())
         .collect();
-    let container = match ctx.query.get("container") {
-        Some(c) if containers.contains(&c) => c.to_string(),
-        Some(c) => return Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}"))),
-        None if containers.len() == 1 => containers[0].to_string(),
-        None => {
-            return Err(ApiError::bad_request(format!(
-                "a container name must be specified for pod {name}, choose one of: [{}]",
-                containers.join(" ")
-            )))
-        }
-    };
+    match ctx.query.get("container") {
+        Some(c) if containers.contains(&c) => Ok(c.to_string()),
+        Some(c) => Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}"))),
+        None if containers.len() == 1 => Ok(containers[0].to_string()),
+        None => Err(ApiError::bad_request(format!(
+            "a container name must be specified for pod {name}, choose one of: [{}]",
+            containers.join(" ")
+        ))),
+    }
+}
+
+/// The Node the pod is bound to: where a log, exec or port-forward request goes. `what` says
+/// what the caller wants, for the error of a pod not bound yet.
+pub fn node_of(ctx: &Ctx, pod: &Value, what: &str) -> Result<Value, ApiError> {
+    let name = name_of(pod);
     let node_name = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()).ok_or_else(|| {
         ApiError::bad_request(format!("pod {name:?} is not bound to a node yet, so it has no {what}"))
     })?;
@@ -659,12 +663,14 @@ pub fn pod_on_node(ctx: &Ctx, name: &str, what: &str) -> Result<(Value, String, 
         .get(&store::key("core/nodes", "", node_name))
         .map_err(store_error)?
         .ok_or_else(|| ApiError::bad_request(format!("node {node_name:?} of pod {name:?} is not registered")))?;
-    Ok((pod, container, node))
+    Ok(node)
 }
 
 async fn pod_log(ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
     use tokio::io::AsyncReadExt;
-    let (_, container, node) = pod_on_node(ctx, name, "logs")?;
+    let pod = load(ctx, name)?;
+    let container = chosen_container(ctx, &pod)?;
+    let node = node_of(ctx, &pod, "logs")?;
     let node_name = api::meta::name_of(&node);
     let mut query: Vec<String> = Vec::new();
     for key in ["tailLines", "timestamps", "follow", "sinceSeconds", "previous"] {

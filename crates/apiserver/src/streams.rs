@@ -1,6 +1,6 @@
-//! Streaming subresources of pods (`exec`), passed through to the node's agent as the API
+//! Streaming subresources of pods (`exec`, `portforward`), passed through to the node's agent as the API
 //! server passes them to the kubelet: the request is authorized here (RBAC `create` on
-//! `pods/exec`, whichever method the upgrade uses), then its upgrade headers go to the agent
+//! `pods/exec` or `pods/portforward`, whichever method the upgrade uses), then its upgrade headers go to the agent
 //! over the authenticated channel; the agent answers the upgrade (it computes the WebSocket
 //! accept key from the client's), and from then on the server copies bytes both ways. The
 //! agent trusts only the server, so no client reaches a node's processes but through here.
@@ -25,19 +25,29 @@ const UPGRADE_HEADERS: &[&str] = &[
 const ANSWER_HEADERS: &[&str] =
     &["upgrade", "connection", "sec-websocket-accept", "sec-websocket-protocol", "x-stream-protocol-version"];
 
-pub async fn exec(ctx: &Ctx, name: &str, mut req: Request<Incoming>) -> Result<Reply, ApiError> {
+/// `pods/exec` and `pods/portforward`: checked here, answered by the pod's agent.
+pub async fn pass_to_agent(
+    ctx: &Ctx,
+    name: &str,
+    subresource: &str,
+    mut req: Request<Incoming>,
+) -> Result<Reply, ApiError> {
     let pod = crate::objects::load(ctx, name)?;
+    let (doing, what) = match subresource {
+        "exec" => ("exec into", "containers to exec into"),
+        _ => ("forward a port of", "ports to forward"),
+    };
     if pod["spec"]["runtimeClassName"] == "ecu" {
         return Err(ApiError::bad_request(format!(
-            "pod {name:?} runs on an ECU: an ECU runs its firmware, not processes, so there is nothing to exec into"
+            "pod {name:?} runs on an ECU: an ECU runs its firmware, not processes, so there is nothing to {doing}"
         )));
     }
     if let Some(phase @ ("Succeeded" | "Failed")) = pod["status"]["phase"].as_str() {
         return Err(ApiError::bad_request(format!(
-            "cannot exec into a container in a completed pod; current phase is {phase}"
+            "cannot {doing} a container in a completed pod; current phase is {phase}"
         )));
     }
-    let (_, container, node) = crate::objects::pod_on_node(ctx, name, "containers to exec into")?;
+    let node = crate::objects::node_of(ctx, &pod, what)?;
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(String::from);
     if header("upgrade").is_none() {
         return Err(ApiError::bad_request("Upgrade request required"));
@@ -46,7 +56,10 @@ pub async fn exec(ctx: &Ctx, name: &str, mut req: Request<Incoming>) -> Result<R
         UPGRADE_HEADERS.iter().filter_map(|name| header(name).map(|value| (*name, value))).collect();
     let namespace = ctx.namespace.as_deref().unwrap_or("");
     let query = req.uri().query().unwrap_or("");
-    let path = format!("/exec/{namespace}/{name}/{container}?{query}");
+    let path = match subresource {
+        "exec" => format!("/exec/{namespace}/{name}/{}?{query}", crate::objects::chosen_container(ctx, &pod)?),
+        _ => format!("/portForward/{namespace}/{name}?{query}"),
+    };
     let mut agent = crate::agents::request_with(&ctx.state, &node, &path, &forwarded).await?;
     let (head, early) = crate::agents::read_whole_head(&mut agent, api::meta::name_of(&node)).await?;
     if !head.lines().next().is_some_and(|status| status.contains(" 101 ")) {
@@ -64,7 +77,7 @@ pub async fn exec(ctx: &Ctx, name: &str, mut req: Request<Incoming>) -> Result<R
         }
     }
     let upgraded = hyper::upgrade::on(&mut req);
-    let who = format!("{namespace}/{name}/{container}");
+    let who = format!("{namespace}/{name} {subresource}");
     tokio::spawn(async move {
         let client = match upgraded.await {
             Ok(client) => client,
@@ -79,7 +92,7 @@ pub async fn exec(ctx: &Ctx, name: &str, mut req: Request<Incoming>) -> Result<R
             return;
         }
         if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut agent).await {
-            tracing::debug!(stream = %who, error = %e, "exec stream ended");
+            tracing::debug!(stream = %who, error = %e, "stream ended");
         }
     });
     Ok(reply)

@@ -20,8 +20,40 @@ use tokio::process::{Child, Command};
 /// Where a running container can be entered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExecTarget {
-    Oci { binary: String, state_root: PathBuf, id: String },
+    Oci { binary: String, state_root: PathBuf, id: String, pid: i32 },
     Process { pid: i32 },
+}
+
+impl ExecTarget {
+    /// The container's main process (its namespaces are the container's).
+    pub fn pid(&self) -> i32 {
+        match self {
+            ExecTarget::Oci { pid, .. } | ExecTarget::Process { pid } => *pid,
+        }
+    }
+}
+
+/// Connects to `port` on the loopback of the network namespace of process `pid` (a pod's
+/// `localhost`, for `kubectl port-forward`). The socket is made on a thread of its own that
+/// joins the namespace and then ends, so nothing else of the agent ever runs in it.
+pub async fn connect_in_network_of(pid: i32, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+    let namespace = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new().name("port-forward".into()).spawn(move || {
+        // SAFETY: setns(2) on this thread only, with a descriptor it holds open.
+        let joined = unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) } == 0;
+        let socket = match joined {
+            true => std::net::TcpStream::connect_timeout(
+                &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                std::time::Duration::from_secs(5),
+            ),
+            false => Err(std::io::Error::last_os_error()),
+        };
+        let _ = tx.send(socket);
+    })?;
+    let socket = rx.await.map_err(std::io::Error::other)??;
+    socket.set_nonblocking(true)?;
+    tokio::net::TcpStream::from_std(socket)
 }
 
 /// A process started in a container.
@@ -52,7 +84,7 @@ impl ExecSession {
             return Err(fail("no command given".into()));
         }
         let mut command = match target {
-            ExecTarget::Oci { binary, state_root, id } => {
+            ExecTarget::Oci { binary, state_root, id, .. } => {
                 let mut command = Command::new(binary);
                 command.arg("--root").arg(state_root).arg("exec");
                 if streams.tty {

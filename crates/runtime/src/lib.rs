@@ -14,7 +14,7 @@ mod oci;
 mod process;
 mod usage;
 
-pub use exec::{ExecSession, ExecTarget, Streams};
+pub use exec::{connect_in_network_of, ExecSession, ExecTarget, Streams};
 pub use logs::LogFile;
 pub use usage::{node_usage, Usage, UsageSource};
 

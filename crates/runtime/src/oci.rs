@@ -195,6 +195,7 @@ impl OciContainer {
             binary: self.options.binary.clone(),
             state_root: self.options.state_root.clone(),
             id: self.options.id.clone(),
+            pid: self.pid,
         }
     }
 

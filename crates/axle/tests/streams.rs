@@ -1,8 +1,9 @@
-//! `kubectl exec` and `kubectl cp` end to end: the real kubectl (WebSocket, v5.channel.k8s.io)
-//! and the official Python client (v4.channel.k8s.io) reach a runc container and a process
+//! `kubectl exec`, `kubectl cp` and `kubectl port-forward` end to end: the real kubectl
+//! (WebSocket, v5.channel.k8s.io; SPDY and SPDY-in-WebSocket for port-forward, old and new) and
+//! the official Python client (v4.channel.k8s.io) reach a runc container and a process
 //! container through the API server and the node's agent: output, stderr, stdin, exit codes, a
-//! terminal with its size, files both ways. Viewers may not exec; bad requests get clear
-//! errors and the agent keeps serving.
+//! terminal with its size, files both ways, a pod's ports. Viewers may not exec; bad requests get
+//! clear errors and the agent keeps serving.
 
 mod support;
 
@@ -147,5 +148,71 @@ fn exec_is_authorized_and_bad_requests_get_clear_errors() {
     let (code, _, err) = kubectl(&server, &["exec", "box", "--", "no-such-command"], "");
     assert_ne!(code, 0, "{err}");
     let (code, out, _) = kubectl(&server, &["exec", "box", "--", "echo", "still here"], "");
+    assert_eq!((code, out.as_str()), (0, "still here\n"));
+}
+
+/// `GET path` over plain HTTP/1.0 to 127.0.0.1:`port`: the whole answer's body, as bytes.
+fn get_bytes(port: u16, path: &str) -> Vec<u8> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connects");
+    stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    stream.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).expect("request");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("answer");
+    let body = answer.windows(4).position(|w| w == b"\r\n\r\n").map_or(0, |p| p + 4);
+    answer.split_off(body)
+}
+
+#[test]
+fn kubectl_port_forward_old_and_new_reaches_a_pods_ports() {
+    let (server, _agent) = car();
+    // Pods share the node's network here, so the server takes a port nobody else has.
+    let pod_port = support::free_port().to_string();
+    server.create_pod(&json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+        "spec": {"nodeName": "hpc-1", "terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "web", "image": "busybox:1", "command": ["httpd", "-f", "-p", pod_port, "-h", "/bin"]}]},
+    }));
+    server.kubectl_ok(&["wait", "--for=condition=Ready", "pod/web", "--timeout=60s"]);
+    let busybox = std::fs::read("/bin/busybox").expect("the image's busybox is Debian's");
+    // 1.27 speaks SPDY; 1.33 tunnels SPDY in a WebSocket.
+    for release in ["1.27", "1.33"] {
+        let (first, second) = (support::free_port(), support::free_port());
+        let errors = server.data_dir().join(format!("port-forward-{release}.log"));
+        let (mut forwarding, lines) = support::spawn_with_lines(Command::new("sh").arg("-c").arg(format!(
+            "exec {} --kubeconfig {} port-forward pod/web {first}:{pod_port} {second}:{pod_port} 2>{}",
+            support::kubectl_release(release).display(),
+            server.kubeconfig.display(),
+            errors.display()
+        )));
+        for _ in 0..4 {
+            let line = lines.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|e| {
+                panic!(
+                    "{release}: kubectl port-forward ended ({e}): {}",
+                    std::fs::read_to_string(&errors).unwrap_or_default()
+                )
+            });
+            assert!(line.contains("Forwarding from"), "{release}: {line}");
+        }
+        // Several connections, through both ports; a 2 MB file arrives whole.
+        for port in [first, first, second] {
+            assert!(get_bytes(port, "/busybox") == busybox, "{release}: port {port}");
+        }
+        let _ = forwarding.kill();
+        let _ = forwarding.wait();
+    }
+    // Nobody listens on the port: the error reaches kubectl; the agent serves on.
+    let (port, closed) = (support::free_port(), support::free_port());
+    let (mut forwarding, lines) =
+        support::spawn_with_lines(Command::new("kubectl").arg("--kubeconfig").arg(&server.kubeconfig).args([
+            "port-forward",
+            "pod/web",
+            &format!("{port}:{closed}"),
+        ]));
+    lines.recv_timeout(Duration::from_secs(20)).expect("forwarding");
+    assert!(get_bytes(port, "/").is_empty());
+    let _ = forwarding.kill();
+    let _ = forwarding.wait();
+    let (code, out, _) = kubectl(&server, &["exec", "web", "--", "echo", "still here"], "");
     assert_eq!((code, out.as_str()), (0, "still here\n"));
 }
