@@ -1,7 +1,8 @@
 //! `kubectl exec` on the agent, as the kubelet serves it: `GET /exec/{namespace}/{pod}/{container}
 //! ?command=…&stdin=1&stdout=1&stderr=1&tty=1`, upgraded to a WebSocket speaking the
-//! `v5.channel.k8s.io` or `v4.channel.k8s.io` subprotocol (the API server passes the client's
-//! upgrade through). Every message starts with its channel: 0 stdin, 1 stdout, 2 stderr, 3 the
+//! `v5.channel.k8s.io` or `v4.channel.k8s.io` subprotocol, or to SPDY/3.1 with
+//! `v4.channel.k8s.io` (kubectl 1.29 and older; a stream per channel). The API server passes
+//! the client's upgrade through. Every message starts with its channel: 0 stdin, 1 stdout, 2 stderr, 3 the
 //! outcome (a `Status`: success, or `NonZeroExitCode` with the code, which kubectl exits with),
 //! 4 terminal resize (`{"Width":…,"Height":…}`), and in v5 255 to close a channel (the client
 //! closes stdin so).
@@ -23,8 +24,11 @@ const ERROR: u8 = 3;
 const RESIZE: u8 = 4;
 const CLOSE: u8 = 255;
 
-/// The subprotocols served, preferred first.
+/// The subprotocols served over WebSocket, preferred first, and the one over SPDY.
 const PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
+const SPDY_PROTOCOL: &str = "v4.channel.k8s.io";
+/// How long a SPDY client has to open the streams it asked for.
+const STREAMS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /// What the request asked for.
@@ -37,7 +41,7 @@ pub struct ExecRequest<'a> {
 
 /// Answers an exec request on `stream`: a refusal, or the upgraded session until the process ends.
 pub async fn serve(
-    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    mut stream: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
     request: ExecRequest<'_>,
     stats: &Stats,
 ) -> std::io::Result<()> {
@@ -45,16 +49,19 @@ pub async fn serve(
     let streams = Streams { stdin: flag("stdin"), stdout: flag("stdout"), stderr: flag("stderr"), tty: flag("tty") };
     let argv: Vec<String> = request.query.iter().filter(|(k, _)| k == "command").map(|(_, v)| v.clone()).collect();
     let upgrade = (request.header)("upgrade").unwrap_or_default().to_ascii_lowercase();
-    let offered = (request.header)("sec-websocket-protocol").unwrap_or_default();
-    let protocol = PROTOCOLS.iter().find(|p| offered.split(',').any(|o| o.trim() == **p));
-    let refusal = if upgrade != "websocket" {
-        Some(if upgrade.starts_with("spdy") {
-            "SPDY streams are not served by this agent: use kubectl 1.30 or newer, which speaks WebSocket"
-        } else {
-            "Upgrade request required"
-        })
+    let offers = |header: &str, wanted: &str| {
+        (request.header)(header).unwrap_or_default().split(',').any(|offered| offered.trim() == wanted)
+    };
+    let protocol = match upgrade.as_str() {
+        "websocket" => PROTOCOLS.iter().copied().find(|p| offers("sec-websocket-protocol", p)),
+        // SPDY (kubectl 1.29 and older): v4 of the channel protocol, in streams of its own.
+        "spdy/3.1" => Some(SPDY_PROTOCOL).filter(|p| offers("x-stream-protocol-version", p)),
+        _ => None,
+    };
+    let refusal = if !matches!(upgrade.as_str(), "websocket" | "spdy/3.1") {
+        Some("Upgrade request required")
     } else if protocol.is_none() {
-        Some("none of the offered subprotocols is served (v5.channel.k8s.io, v4.channel.k8s.io)")
+        Some("none of the offered protocols is served (v5.channel.k8s.io, v4.channel.k8s.io)")
     } else if argv.is_empty() {
         Some("you must specify at least one command for the container")
     } else if !(streams.stdin || streams.stdout || streams.stderr) {
@@ -63,23 +70,61 @@ pub async fn serve(
         None
     };
     let target = stats.exec_target(&request.key);
-    let (Some(protocol), None, Some(target), Some(key)) =
-        (protocol, refusal, &target, (request.header)("sec-websocket-key"))
-    else {
+    let (Some(protocol), None, Some(target)) = (protocol, refusal, target) else {
         let why = refusal.map(String::from).unwrap_or_else(|| {
             format!("container {:?} of pod {:?} is not running on this node", request.key.container, request.key.pod)
         });
         return crate::endpoint::reply(&mut stream, "400 Bad Request", "text/plain", &format!("{why}\n")).await;
     };
-    let accept = accept_key(&key);
+    tracing::info!(pod = %format!("{}/{}", request.key.namespace, request.key.pod), container = %request.key.container, command = ?argv, tty = streams.tty, protocol, "exec");
+    if upgrade == "spdy/3.1" {
+        let head = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: {protocol}\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await?;
+        return run_spdy(stream, &target, &argv, streams).await;
+    }
+    let key = (request.header)("sec-websocket-key").unwrap_or_default();
     let head = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: {protocol}\r\n\r\n"
+         Sec-WebSocket-Accept: {}\r\nSec-WebSocket-Protocol: {protocol}\r\n\r\n",
+        accept_key(&key)
     );
     stream.write_all(head.as_bytes()).await?;
     let socket = WebSocketStream::from_raw_socket(stream, Role::Server, None).await;
-    tracing::info!(pod = %format!("{}/{}", request.key.namespace, request.key.pod), container = %request.key.container, command = ?argv, tty = streams.tty, "exec");
-    run(socket, target, &argv, streams).await
+    run(socket, &target, &argv, streams).await
+}
+
+/// The process's output, by channel, as it comes (the receiver ends once all of it came).
+fn pump_output(session: &mut ExecSession) -> mpsc::Receiver<(u8, Vec<u8>)> {
+    let (tx, rx) = mpsc::channel::<(u8, Vec<u8>)>(16);
+    for (channel, output) in [(STDOUT, session.stdout.take()), (STDERR, session.stderr.take())] {
+        if let Some(mut output) = output {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 32 * 1024];
+                // A terminal's reader ends in EIO once the process side is closed.
+                while let Ok(n) = output.read(&mut buf).await {
+                    if n == 0 || tx.send((channel, buf[..n].to_vec())).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    }
+    rx
+}
+
+/// The `Status` of the error channel once the process ended.
+fn outcome(exit: runtime::Exit, argv: &[String]) -> Value {
+    match exit.code {
+        0 => json!({"metadata": {}, "status": "Success"}),
+        code => failure(
+            &format!("command terminated with non-zero exit code: error executing command {argv:?}, exit code {code}"),
+            "NonZeroExitCode",
+            Some(code),
+        ),
+    }
 }
 
 async fn run<S: AsyncRead + AsyncWrite + Unpin>(
@@ -98,23 +143,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             return Ok(());
         }
     };
-    // Output of the process, by channel, to the one writer of the socket.
-    let (tx, mut rx) = mpsc::channel::<(u8, Vec<u8>)>(16);
-    for (channel, output) in [(STDOUT, session.stdout.take()), (STDERR, session.stderr.take())] {
-        if let Some(mut output) = output {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 32 * 1024];
-                // A terminal's reader ends in EIO once the process side is closed.
-                while let Ok(n) = output.read(&mut buf).await {
-                    if n == 0 || tx.send((channel, buf[..n].to_vec())).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    }
-    drop(tx);
+    let mut output = pump_output(&mut session);
     let mut stdin = session.stdin.take();
     let mut exit = None;
     let mut output_open = true;
@@ -129,7 +158,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 Some(Ok(_)) => {}
             },
-            output = rx.recv(), if output_open => match output {
+            next = output.recv(), if output_open => match next {
                 Some((channel, data)) => {
                     if sink.send(frame(channel, &data)).await.is_err() {
                         return Ok(());
@@ -140,18 +169,101 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             ended = session.wait(), if exit.is_none() => exit = Some(ended),
         }
         if let (Some(exit), false) = (exit, output_open) {
-            let status = match exit.code {
-                0 => json!({"metadata": {}, "status": "Success"}),
-                code => failure(
-                    &format!("command terminated with non-zero exit code: error executing command {argv:?}, exit code {code}"),
-                    "NonZeroExitCode",
-                    Some(code),
-                ),
-            };
-            let _ = sink.send(frame(ERROR, status.to_string().as_bytes())).await;
+            let _ = sink.send(frame(ERROR, outcome(exit, argv).to_string().as_bytes())).await;
             // A close with status 1000: clients read it as the end of every stream.
             let _ = sink.send(normal_close()).await;
             return Ok(());
+        }
+    }
+}
+
+/// The same session over SPDY: the client opens a stream per channel (`streamtype` header:
+/// error, stdin, stdout, stderr, resize), the server waits for all it asked for, then runs.
+async fn run_spdy<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
+    target: &runtime::ExecTarget,
+    argv: &[String],
+    streams: Streams,
+) -> std::io::Result<()> {
+    let (read, write) = tokio::io::split(stream);
+    let (mut reader, writer) = crate::spdy::session(read, write);
+    let wanted = [
+        ("error", true),
+        ("stdin", streams.stdin),
+        ("stdout", streams.stdout),
+        ("stderr", streams.stderr && !streams.tty),
+        ("resize", streams.tty),
+    ];
+    let mut ids: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+    while ids.len() < wanted.iter().filter(|(_, w)| *w).count() {
+        match tokio::time::timeout(STREAMS_TIMEOUT, reader.next()).await {
+            Ok(Ok(Some(crate::spdy::Event::Opened { stream, headers }))) => {
+                writer.reply(stream).await?;
+                if let Some(kind) = headers.get("streamtype") {
+                    ids.insert(kind.clone(), stream);
+                }
+            }
+            Ok(Ok(Some(_))) => {}
+            // The client went away, or never opened its streams.
+            _ => return Ok(()),
+        }
+    }
+    let error_stream = ids.get("error").copied().unwrap_or(0);
+    let mut session = match ExecSession::start(target, argv, streams) {
+        Ok(session) => session,
+        Err(e) => {
+            let status = failure(&format!("{e}"), "InternalError", None);
+            writer.data(error_stream, status.to_string().as_bytes(), true).await?;
+            return writer.go_away().await;
+        }
+    };
+    let mut output = pump_output(&mut session);
+    let mut stdin = session.stdin.take();
+    let (stdin_stream, resize_stream) = (ids.get("stdin").copied(), ids.get("resize").copied());
+    let mut exit = None;
+    let mut output_open = true;
+    loop {
+        tokio::select! {
+            event = reader.next() => match event {
+                Ok(Some(crate::spdy::Event::Data { stream, data, fin })) if Some(stream) == stdin_stream => {
+                    let mut input = vec![STDIN];
+                    input.extend_from_slice(&data);
+                    handle_input(&input, &mut stdin, &session).await;
+                    if fin {
+                        handle_input(&[CLOSE, STDIN], &mut stdin, &session).await;
+                    }
+                }
+                Ok(Some(crate::spdy::Event::Data { stream, data, .. })) if Some(stream) == resize_stream => {
+                    // One or more JSON sizes, one after another.
+                    for size in serde_json::Deserializer::from_slice(&data).into_iter::<Value>().map_while(Result::ok) {
+                        let mut input = vec![RESIZE];
+                        input.extend_from_slice(size.to_string().as_bytes());
+                        handle_input(&input, &mut stdin, &session).await;
+                    }
+                }
+                Ok(Some(_)) => {}
+                // The client went away: the process goes too (kill on drop).
+                Ok(None) | Err(_) => return Ok(()),
+            },
+            next = output.recv(), if output_open => match next {
+                Some((channel, data)) => {
+                    let name = if channel == STDOUT { "stdout" } else { "stderr" };
+                    if let Some(id) = ids.get(name) {
+                        writer.data(*id, &data, false).await?;
+                    }
+                }
+                None => output_open = false,
+            },
+            ended = session.wait(), if exit.is_none() => exit = Some(ended),
+        }
+        if let (Some(exit), false) = (exit, output_open) {
+            for name in ["stdout", "stderr"] {
+                if let Some(id) = ids.get(name) {
+                    writer.data(*id, &[], true).await?;
+                }
+            }
+            writer.data(error_stream, outcome(exit, argv).to_string().as_bytes(), true).await?;
+            return writer.go_away().await;
         }
     }
 }

@@ -48,7 +48,11 @@ pub async fn pass_to_agent(
         )));
     }
     let node = crate::objects::node_of(ctx, &pod, what)?;
-    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(String::from);
+    // Every value of a header (clients offer protocols in several `X-Stream-Protocol-Version`s).
+    let header = |name: &str| {
+        let values: Vec<&str> = req.headers().get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+        (!values.is_empty()).then(|| values.join(", "))
+    };
     if header("upgrade").is_none() {
         return Err(ApiError::bad_request("Upgrade request required"));
     }

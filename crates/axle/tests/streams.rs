@@ -1,5 +1,5 @@
-//! `kubectl exec`, `kubectl cp` and `kubectl port-forward` end to end: the real kubectl
-//! (WebSocket, v5.channel.k8s.io; SPDY and SPDY-in-WebSocket for port-forward, old and new) and
+//! `kubectl exec`, `kubectl cp` and `kubectl port-forward` end to end: the real kubectl, new
+//! (WebSocket, v5.channel.k8s.io; SPDY in a WebSocket for port-forward) and old (SPDY) and
 //! the official Python client (v4.channel.k8s.io) reach a runc container and a process
 //! container through the API server and the node's agent: output, stderr, stdin, exit codes, a
 //! terminal with its size, files both ways, a pod's ports. Viewers may not exec; bad requests get
@@ -58,6 +58,24 @@ fn kubectl_exec_and_cp_reach_runc_and_process_containers() {
             kubectl(&server, &["exec", "-i", pod, "--", "sh", "-c", "cat; echo done"], "from stdin\n");
         assert_eq!((code, out.as_str()), (0, "from stdin\ndone\n"), "{pod}: {err}");
     }
+    // kubectl before 1.30 speaks SPDY: the same, a stream per channel.
+    let old = support::kubectl_release("1.27");
+    let mut child = Command::new(&old)
+        .arg("--kubeconfig")
+        .arg(&server.kubeconfig)
+        .args(["exec", "-i", "box", "--", "sh", "-c", "cat; echo err >&2; exit 5"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl 1.27 runs");
+    use std::io::Write as _;
+    child.stdin.take().expect("stdin").write_all(b"over spdy\n").expect("stdin");
+    let out = child.wait_with_output().expect("kubectl 1.27 ends");
+    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "over spdy\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("err"));
+
     // The runc container's own view: its hostname is the pod's, its root is the image's.
     let (_, out, _) = kubectl(&server, &["exec", "box", "--", "sh", "-c", "hostname; ls /bin/busybox"], "");
     assert_eq!(out, "box\n/bin/busybox\n");
@@ -136,14 +154,6 @@ fn exec_is_authorized_and_bad_requests_get_clear_errors() {
     }));
     let (_, _, err) = kubectl(&server, &["exec", "brake-fw", "--", "true"], "");
     assert!(err.contains("runs on an ECU"), "{err}");
-    // kubectl before 1.30 speaks only SPDY: told why.
-    let out = Command::new(support::kubectl_release("1.27"))
-        .arg("--kubeconfig")
-        .arg(&server.kubeconfig)
-        .args(["exec", "box", "--", "true"])
-        .output()
-        .expect("kubectl runs");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("SPDY"), "{}", String::from_utf8_lossy(&out.stderr));
     // A command that does not exist fails as upstream's does; the agent serves on.
     let (code, _, err) = kubectl(&server, &["exec", "box", "--", "no-such-command"], "");
     assert_ne!(code, 0, "{err}");
