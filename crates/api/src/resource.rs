@@ -101,6 +101,9 @@ impl ResourceType {
         }
         if self.subresources.log {
             entries.push(sub("log", "Pod", &["get"]));
+            // The streams (upstream lists them so, with the options kind they take).
+            entries.push(sub("exec", "PodExecOptions", &["create", "get"]));
+            entries.push(sub("portforward", "PodPortForwardOptions", &["create", "get"]));
         }
         if self.kind == "Pod" && self.group.is_empty() {
             entries.push(sub("binding", "Binding", &["create"]));

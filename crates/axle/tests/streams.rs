@@ -31,18 +31,7 @@ fn car() -> (Server, Agent) {
 
 /// kubectl with `stdin`, returning (exit code, stdout, stderr).
 fn kubectl(server: &Server, args: &[&str], stdin: &str) -> (i32, String, String) {
-    let mut child = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&server.kubeconfig)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl runs");
-    use std::io::Write as _;
-    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
-    let out = child.wait_with_output().expect("kubectl ends");
+    let out = server.kubectl_with_stdin(args, Some(stdin));
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
 }

@@ -210,14 +210,20 @@ fn bundles_commit_and_a_delta_against_the_last_bundle_is_five_times_smaller() {
     assert!(table.contains("PHASE") && table.matches("Committed").count() == 2, "{table}");
 }
 
-#[test]
-fn a_crash_looping_version_rolls_back_and_an_abort_rolls_back() {
+/// A car with version 1 of the bundle source committed: (signing, car, work dir, the bundle).
+fn car_at_version_1() -> (Signing, Car, tempfile::TempDir, PathBuf) {
     let signing = Signing::new(1);
     let car = Car::start(&signing, &[]);
     let work = tempfile::tempdir().expect("tempdir");
     let v1 = work.path().join("v1.axb");
     signing.create(&source(work.path(), 1, false, None), &v1, 1, &["a"], &[]);
     car.apply_ok(&v1);
+    (signing, car, work, v1)
+}
+
+#[test]
+fn a_crash_looping_version_rolls_back_and_an_abort_rolls_back() {
+    let (signing, car, work, v1) = car_at_version_1();
     car.wait_rolled_out();
 
     let broken = work.path().join("v2-broken.axb");
@@ -270,12 +276,7 @@ fn a_crash_looping_version_rolls_back_and_an_abort_rolls_back() {
 
 #[test]
 fn a_rollback_that_cannot_finish_ends_failed_and_the_next_bundle_commits() {
-    let signing = Signing::new(1);
-    let car = Car::start(&signing, &[]);
-    let work = tempfile::tempdir().expect("tempdir");
-    let v1 = work.path().join("v1.axb");
-    signing.create(&source(work.path(), 1, false, None), &v1, 1, &["a"], &[]);
-    car.apply_ok(&v1);
+    let (signing, car, work, _) = car_at_version_1();
 
     // Version 2 waits for health forever (its pod cannot be placed) and is aborted...
     let stuck_source = source(work.path(), 2, false, None);
