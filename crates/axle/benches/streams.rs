@@ -1,7 +1,7 @@
 //! `cargo bench -p axle --bench streams`: what `kubectl exec` and `kubectl port-forward` cost.
 //! Prints a table for people and one JSON line for machines.
 //!
-//! Figures: the median `kubectl exec POD -- true` round trip into a runc and a process
+//! Figures: the median `kubectl exec POD -- sh -c true` round trip into a runc and a process
 //! container, beside `kubectl get pod` over the same kubeconfig (kubectl's own start and TLS
 //! handshake, the floor every kubectl command pays); port-forward throughput (one connection,
 //! 64 MiB through kubectl port-forward); the agent's PSS idle and with 10 exec sessions open.
@@ -45,8 +45,8 @@ fn main() {
     }
     server.kubectl_ok(&["wait", "--for=condition=Ready", "pod/box", "pod/proc", "pod/web", "--timeout=60s"]);
     let floor = timed(&server, &["get", "pod", "box", "-o", "name"], 15);
-    let runc = timed(&server, &["exec", "box", "--", "true"], 15);
-    let process = timed(&server, &["exec", "proc", "--", "true"], 15);
+    let runc = timed(&server, &["exec", "box", "--", "sh", "-c", "true"], 15);
+    let process = timed(&server, &["exec", "proc", "--", "sh", "-c", "true"], 15);
 
     // 64 MiB through one forwarded connection.
     server.kubectl_ok(&["exec", "web", "--", "sh", "-c", "head -c 67108864 /dev/zero > /big"]);
@@ -99,8 +99,8 @@ fn main() {
 
     println!("{:<58} {:>10}", "FIGURE", "VALUE");
     println!("{:<58} {:>7.1} ms", "kubectl get pod (kubectl's own floor), median", floor);
-    println!("{:<58} {:>7.1} ms", "kubectl exec POD -- true, runc container, median", runc);
-    println!("{:<58} {:>7.1} ms", "kubectl exec POD -- true, process container, median", process);
+    println!("{:<58} {:>7.1} ms", "kubectl exec POD -- sh -c true, runc container, median", runc);
+    println!("{:<58} {:>7.1} ms", "kubectl exec POD -- sh -c true, process container, median", process);
     println!("{:<58} {:>7.1} MB/s", "port-forward, one connection, 64 MiB", throughput);
     println!("{:<58} {:>7.1} MB", "agent PSS, idle with 3 pods", idle);
     println!("{:<58} {:>7.1} MB", "agent PSS, 10 exec sessions open", busy);
