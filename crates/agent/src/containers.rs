@@ -310,6 +310,7 @@ impl PodContext {
                 log_max_bytes: LOG_MAX_BYTES,
                 mounts,
                 isolation,
+                stdin: c["stdin"] == true,
             });
         }
         Ok(specs)

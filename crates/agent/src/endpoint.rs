@@ -108,14 +108,14 @@ async fn handle(
         ["containerLogs", namespace, pod, container] => {
             crate::logs::container_logs(&mut stream, &log_dir, [namespace, pod, container], &query, shutdown).await
         }
-        ["exec", namespace, pod, container] => {
+        [kind @ ("exec" | "attach"), namespace, pod, container] => {
             let key = ContainerKey {
                 namespace: namespace.to_string(),
                 pod: pod.to_string(),
                 container: container.to_string(),
             };
             let query = form_urlencoded::parse(raw_query.as_bytes()).into_owned().collect();
-            let request = crate::exec::ExecRequest { key, query, header: &header };
+            let request = crate::exec::ExecRequest { key, attach: *kind == "attach", query, header: &header };
             // The upgraded stream is the session's: it closes it itself.
             return crate::exec::serve(stream, request, stats).await;
         }

@@ -34,6 +34,8 @@ const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// What the request asked for.
 pub struct ExecRequest<'a> {
     pub key: ContainerKey,
+    /// `kubectl attach` (to the container's own process) rather than `exec` (a new one).
+    pub attach: bool,
     /// `command`, `stdin`, `stdout`, `stderr`, `tty` as the query gave them (repeated commands).
     pub query: Vec<(String, String)>,
     pub header: &'a (dyn Fn(&str) -> Option<String> + Sync),
@@ -62,14 +64,22 @@ pub async fn serve(
         Some("Upgrade request required")
     } else if protocol.is_none() {
         Some("none of the offered protocols is served (v5.channel.k8s.io, v4.channel.k8s.io)")
-    } else if argv.is_empty() {
+    } else if argv.is_empty() && !request.attach {
         Some("you must specify at least one command for the container")
+    } else if request.attach && streams.tty {
+        Some("attaching to a terminal is not served: the container's process has none")
     } else if !(streams.stdin || streams.stdout || streams.stderr) {
         Some("you must specify at least 1 of stdin, stdout, stderr")
     } else {
         None
     };
-    let target = stats.exec_target(&request.key);
+    let target = match request.attach {
+        true => stats.attach_target(&request.key).map(Target::Attach),
+        false => stats.exec_target(&request.key).map(Target::Exec),
+    };
+    let no_stdin = matches!(&target, Some(Target::Attach(t)) if streams.stdin && t.stdin.is_none());
+    let refusal =
+        refusal.or(no_stdin.then_some("the container keeps no standard input to attach to (give it `stdin: true`)"));
     let (Some(protocol), None, Some(target)) = (protocol, refusal, target) else {
         let why = refusal.map(String::from).unwrap_or_else(|| {
             format!("container {:?} of pod {:?} is not running on this node", request.key.container, request.key.pod)
@@ -82,7 +92,7 @@ pub async fn serve(
             "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: {protocol}\r\n\r\n"
         );
         stream.write_all(head.as_bytes()).await?;
-        return run_spdy(stream, &target, &argv, streams).await;
+        return run_spdy(stream, target, &argv, streams).await;
     }
     let key = (request.header)("sec-websocket-key").unwrap_or_default();
     let head = format!(
@@ -92,27 +102,102 @@ pub async fn serve(
     );
     stream.write_all(head.as_bytes()).await?;
     let socket = WebSocketStream::from_raw_socket(stream, Role::Server, None).await;
-    run(socket, &target, &argv, streams).await
+    run(socket, target, &argv, streams).await
 }
 
-/// The process's output, by channel, as it comes (the receiver ends once all of it came).
-fn pump_output(session: &mut ExecSession) -> mpsc::Receiver<(u8, Vec<u8>)> {
-    let (tx, rx) = mpsc::channel::<(u8, Vec<u8>)>(16);
-    for (channel, output) in [(STDOUT, session.stdout.take()), (STDERR, session.stderr.take())] {
-        if let Some(mut output) = output {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 32 * 1024];
-                // A terminal's reader ends in EIO once the process side is closed.
-                while let Ok(n) = output.read(&mut buf).await {
-                    if n == 0 || tx.send((channel, buf[..n].to_vec())).await.is_err() {
-                        break;
+/// What a session reaches: a new process in the container, or its own process.
+pub enum Target {
+    Exec(runtime::ExecTarget),
+    Attach(runtime::AttachTarget),
+}
+
+/// A session's other end: the process when it is one of its own.
+struct Source {
+    process: Option<ExecSession>,
+}
+
+/// The output of a session by channel (ends once all of it came).
+type Output = mpsc::Receiver<(u8, Vec<u8>)>;
+type Input = Box<dyn AsyncWrite + Send + Sync + Unpin>;
+
+impl Source {
+    /// Opens the session's other end: it, its output and its input.
+    fn open(
+        target: Target,
+        argv: &[String],
+        streams: Streams,
+    ) -> Result<(Source, Output, Option<Input>), runtime::RuntimeError> {
+        let (tx, output) = mpsc::channel::<(u8, Vec<u8>)>(16);
+        match target {
+            Target::Exec(target) => {
+                let mut session = ExecSession::start(&target, argv, streams)?;
+                for (channel, reader) in [(STDOUT, session.stdout.take()), (STDERR, session.stderr.take())] {
+                    if let Some(mut reader) = reader {
+                        let tx = tx.clone();
+                        tokio::spawn(async move {
+                            let mut buf = vec![0u8; 32 * 1024];
+                            // A terminal's reader ends in EIO once the process side is closed.
+                            while let Ok(n) = reader.read(&mut buf).await {
+                                if n == 0 || tx.send((channel, buf[..n].to_vec())).await.is_err() {
+                                    break;
+                                }
+                            }
+                        });
                     }
                 }
-            });
+                let stdin = session.stdin.take();
+                Ok((Source { process: Some(session) }, output, stdin))
+            }
+            Target::Attach(target) => {
+                let mut lines = target.output.subscribe();
+                tokio::spawn(async move {
+                    loop {
+                        let (stderr, line) = match lines.recv().await {
+                            Ok(line) => line,
+                            // A slow client misses lines rather than holding the container up.
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                        };
+                        let wanted = if stderr { streams.stderr } else { streams.stdout };
+                        let channel = if stderr { STDERR } else { STDOUT };
+                        if wanted && tx.send((channel, line)).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                // The container's stdin is shared by every attached client: a pipe per client
+                // feeds it, and a client closing its side leaves the container's open.
+                let stdin = target.stdin.filter(|_| streams.stdin).map(|shared| {
+                    let (near, mut far) = tokio::io::duplex(16 * 1024);
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        while let Ok(n @ 1..) = far.read(&mut buf).await {
+                            let mut stdin = shared.lock().await;
+                            if stdin.write_all(&buf[..n]).await.is_err() || stdin.flush().await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    Box::new(near) as Input
+                });
+                Ok((Source { process: None }, output, stdin))
+            }
         }
     }
-    rx
+
+    /// The process's end; an attached session ends with the container's output instead.
+    async fn wait(&mut self) -> runtime::Exit {
+        match &mut self.process {
+            Some(process) => process.wait().await,
+            None => runtime::Exit { code: 0, signal: None, oom_killed: false },
+        }
+    }
+
+    fn resize(&self, columns: u16, rows: u16) {
+        if let Some(process) = &self.process {
+            process.resize(columns, rows);
+        }
+    }
 }
 
 /// The `Status` of the error channel once the process ended.
@@ -129,13 +214,13 @@ fn outcome(exit: runtime::Exit, argv: &[String]) -> Value {
 
 async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     socket: WebSocketStream<S>,
-    target: &runtime::ExecTarget,
+    target: Target,
     argv: &[String],
     streams: Streams,
 ) -> std::io::Result<()> {
     let (mut sink, mut incoming) = socket.split();
-    let mut session = match ExecSession::start(target, argv, streams) {
-        Ok(session) => session,
+    let (mut session, mut output, mut stdin) = match Source::open(target, argv, streams) {
+        Ok(opened) => opened,
         Err(e) => {
             let status = failure(&format!("{e}"), "InternalError", None);
             let _ = sink.send(frame(ERROR, status.to_string().as_bytes())).await;
@@ -143,8 +228,6 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             return Ok(());
         }
     };
-    let mut output = pump_output(&mut session);
-    let mut stdin = session.stdin.take();
     let mut exit = None;
     let mut output_open = true;
     loop {
@@ -181,7 +264,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 /// error, stdin, stdout, stderr, resize), the server waits for all it asked for, then runs.
 async fn run_spdy<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     stream: S,
-    target: &runtime::ExecTarget,
+    target: Target,
     argv: &[String],
     streams: Streams,
 ) -> std::io::Result<()> {
@@ -209,16 +292,14 @@ async fn run_spdy<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         }
     }
     let error_stream = ids.get("error").copied().unwrap_or(0);
-    let mut session = match ExecSession::start(target, argv, streams) {
-        Ok(session) => session,
+    let (mut session, mut output, mut stdin) = match Source::open(target, argv, streams) {
+        Ok(opened) => opened,
         Err(e) => {
             let status = failure(&format!("{e}"), "InternalError", None);
             writer.data(error_stream, status.to_string().as_bytes(), true).await?;
             return writer.go_away().await;
         }
     };
-    let mut output = pump_output(&mut session);
-    let mut stdin = session.stdin.take();
     let (stdin_stream, resize_stream) = (ids.get("stdin").copied(), ids.get("resize").copied());
     let mut exit = None;
     let mut output_open = true;
@@ -269,11 +350,7 @@ async fn run_spdy<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
 }
 
 /// One message from the client: stdin bytes, a resize, or (v5) the close of stdin.
-async fn handle_input(
-    data: &[u8],
-    stdin: &mut Option<Box<dyn AsyncWrite + Send + Sync + Unpin>>,
-    session: &ExecSession,
-) {
+async fn handle_input(data: &[u8], stdin: &mut Option<Input>, session: &Source) {
     let Some((&channel, payload)) = data.split_first() else { return };
     match channel {
         STDIN => {

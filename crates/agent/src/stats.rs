@@ -34,9 +34,16 @@ pub struct ContainerKey {
 
 struct Tracked {
     uid: String,
-    /// While the container runs: where its usage is read, and where `kubectl exec` enters it.
-    running: Option<(UsageSource, runtime::ExecTarget)>,
+    running: Option<Running>,
     restarts: u32,
+}
+
+/// A running container: where its usage is read, where `kubectl exec` enters it and where
+/// `kubectl attach` reaches it.
+pub struct Running {
+    pub usage: UsageSource,
+    pub exec: runtime::ExecTarget,
+    pub attach: runtime::AttachTarget,
 }
 
 struct Sample {
@@ -112,7 +119,7 @@ impl Stats {
     }
 
     /// A container (re)started: its usage is read from `source` until it ends.
-    pub fn started(&self, key: ContainerKey, uid: &str, running: (UsageSource, runtime::ExecTarget), restarts: u32) {
+    pub fn started(&self, key: ContainerKey, uid: &str, running: Running, restarts: u32) {
         let mut tracked = self.tracked.lock().unwrap_or_else(|e| e.into_inner());
         tracked.insert(key, Tracked { uid: uid.to_string(), running: Some(running), restarts });
     }
@@ -131,13 +138,19 @@ impl Stats {
         tracked
             .iter()
             .filter(|(key, _)| key.namespace == namespace && key.pod == pod)
-            .find_map(|(_, t)| t.running.as_ref().map(|(_, target)| target.pid()))
+            .find_map(|(_, t)| t.running.as_ref().map(|r| r.exec.pid()))
     }
 
     /// Where a running container is entered (None: not running here).
     pub fn exec_target(&self, key: &ContainerKey) -> Option<runtime::ExecTarget> {
         let tracked = self.tracked.lock().unwrap_or_else(|e| e.into_inner());
-        tracked.get(key)?.running.as_ref().map(|(_, target)| target.clone())
+        tracked.get(key)?.running.as_ref().map(|r| r.exec.clone())
+    }
+
+    /// Where a running container is attached to (None: not running here).
+    pub fn attach_target(&self, key: &ContainerKey) -> Option<runtime::AttachTarget> {
+        let tracked = self.tracked.lock().unwrap_or_else(|e| e.into_inner());
+        tracked.get(key)?.running.as_ref().map(|r| r.attach.clone())
     }
 
     /// The pod left the node.
@@ -148,7 +161,7 @@ impl Stats {
     fn read(&self) -> Sample {
         let sources: Vec<(ContainerKey, UsageSource)> = {
             let tracked = self.tracked.lock().unwrap_or_else(|e| e.into_inner());
-            tracked.iter().filter_map(|(k, t)| Some((k.clone(), t.running.as_ref()?.0.clone()))).collect()
+            tracked.iter().filter_map(|(k, t)| Some((k.clone(), t.running.as_ref()?.usage.clone()))).collect()
         };
         let containers = sources.into_iter().filter_map(|(key, source)| Some((key, source.read()?))).collect();
         Sample { at: SystemTime::now(), node: runtime::node_usage(), containers }
@@ -257,7 +270,7 @@ impl PodStats {
         ContainerKey { namespace: self.namespace.clone(), pod: self.pod.clone(), container: container.to_string() }
     }
 
-    pub fn started(&self, container: &str, running: (UsageSource, runtime::ExecTarget), restarts: u32) {
+    pub fn started(&self, container: &str, running: Running, restarts: u32) {
         self.stats.started(self.key(container), &self.uid, running, restarts);
     }
 
@@ -288,9 +301,13 @@ mod tests {
         // Any live pid works as a process group source; a cgroup that is not there reads
         // nothing, so it has no series.
         let pid = std::process::id() as i32;
-        let exec = runtime::ExecTarget::Process { pid };
-        stats.started(key("app"), "uid-1", (UsageSource::ProcessGroup(pid), exec.clone()), 2);
-        stats.started(key("gone"), "uid-1", (UsageSource::Cgroup("/axle/not-there".into()), exec), 0);
+        let running = |usage| Running {
+            usage,
+            exec: runtime::ExecTarget::Process { pid },
+            attach: runtime::AttachTarget::detached(),
+        };
+        stats.started(key("app"), "uid-1", running(UsageSource::ProcessGroup(pid)), 2);
+        stats.started(key("gone"), "uid-1", running(UsageSource::Cgroup("/axle/not-there".into())), 0);
         let (_, text) = stats.metrics("text/plain");
         assert!(text.contains("node_memory_working_set_bytes "), "{text}");
         assert!(text.contains("axle_container_restarts_total{namespace=\"car\",pod=\"nav\",container=\"app\"} 2"));

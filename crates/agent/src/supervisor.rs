@@ -671,7 +671,12 @@ async fn run_container(
                 Exit { code: 128, signal: None, oom_killed: false }
             }
             Ok(mut container) => {
-                stats.started(&spec.name, (container.usage_source(), container.exec_target()), status.restarts);
+                let running = crate::stats::Running {
+                    usage: container.usage_source(),
+                    exec: container.exec_target(),
+                    attach: container.attach_target(),
+                };
+                stats.started(&spec.name, running, status.restarts);
                 let unprobed = probes.readiness.is_none() && probes.startup.is_none();
                 status.state = State::Running {
                     started_at: started_at.clone(),

@@ -102,6 +102,7 @@ impl ResourceType {
         if self.subresources.log {
             entries.push(sub("log", "Pod", &["get"]));
             // The streams (upstream lists them so, with the options kind they take).
+            entries.push(sub("attach", "PodAttachOptions", &["create", "get"]));
             entries.push(sub("exec", "PodExecOptions", &["create", "get"]));
             entries.push(sub("portforward", "PodPortForwardOptions", &["create", "get"]));
         }

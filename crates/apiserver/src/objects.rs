@@ -179,7 +179,7 @@ async fn route(
             "upload" => ctx.rt.group == "axle.dev" && ctx.rt.plural == "bundles",
             "token" => ctx.rt.group.is_empty() && ctx.rt.plural == "serviceaccounts",
             "proxy" => ctx.rt.kind == "Node",
-            "exec" | "portforward" => ctx.rt.kind == "Pod" && !ctx.rt.custom,
+            "exec" | "attach" | "portforward" => ctx.rt.kind == "Pod" && !ctx.rt.custom,
             _ => false,
         };
         if !served {
@@ -199,7 +199,7 @@ async fn route(
             Ok(json_reply(200, &scale_of(&obj)))
         }
         (Method::GET, Some(name), Some("log")) => pod_log(&ctx, &name).await,
-        (Method::GET | Method::POST, Some(name), Some(sub @ ("exec" | "portforward"))) => {
+        (Method::GET | Method::POST, Some(name), Some(sub @ ("exec" | "attach" | "portforward"))) => {
             crate::streams::pass_to_agent(&ctx, &name, sub, req).await
         }
         (Method::GET, Some(name), Some("proxy")) => node_proxy(&ctx, &name, target.proxy_path.as_deref()).await,

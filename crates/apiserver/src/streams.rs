@@ -1,6 +1,6 @@
-//! Streaming subresources of pods (`exec`, `portforward`), passed through to the node's agent as the API
+//! Streaming subresources of pods (`exec`, `attach`, `portforward`), passed through to the node's agent as the API
 //! server passes them to the kubelet: the request is authorized here (RBAC `create` on
-//! `pods/exec` or `pods/portforward`, whichever method the upgrade uses), then its upgrade headers go to the agent
+//! `pods/exec`, `pods/attach` or `pods/portforward`, whichever method the upgrade uses), then its upgrade headers go to the agent
 //! over the authenticated channel; the agent answers the upgrade (it computes the WebSocket
 //! accept key from the client's), and from then on the server copies bytes both ways. The
 //! agent trusts only the server, so no client reaches a node's processes but through here.
@@ -25,7 +25,7 @@ const UPGRADE_HEADERS: &[&str] = &[
 const ANSWER_HEADERS: &[&str] =
     &["upgrade", "connection", "sec-websocket-accept", "sec-websocket-protocol", "x-stream-protocol-version"];
 
-/// `pods/exec` and `pods/portforward`: checked here, answered by the pod's agent.
+/// `pods/exec`, `pods/attach` and `pods/portforward`: checked here, answered by the pod's agent.
 pub async fn pass_to_agent(
     ctx: &Ctx,
     name: &str,
@@ -35,6 +35,7 @@ pub async fn pass_to_agent(
     let pod = crate::objects::load(ctx, name)?;
     let (doing, what) = match subresource {
         "exec" => ("exec into", "containers to exec into"),
+        "attach" => ("attach to", "containers to attach to"),
         _ => ("forward a port of", "ports to forward"),
     };
     if pod["spec"]["runtimeClassName"] == "ecu" {
@@ -61,7 +62,9 @@ pub async fn pass_to_agent(
     let namespace = ctx.namespace.as_deref().unwrap_or("");
     let query = req.uri().query().unwrap_or("");
     let path = match subresource {
-        "exec" => format!("/exec/{namespace}/{name}/{}?{query}", crate::objects::chosen_container(ctx, &pod)?),
+        "exec" | "attach" => {
+            format!("/{subresource}/{namespace}/{name}/{}?{query}", crate::objects::chosen_container(ctx, &pod)?)
+        }
         _ => format!("/portForward/{namespace}/{name}?{query}"),
     };
     let mut agent = crate::agents::request_with(&ctx.state, &node, &path, &forwarded).await?;

@@ -215,3 +215,48 @@ fn kubectl_port_forward_old_and_new_reaches_a_pods_ports() {
     let (code, out, _) = kubectl(&server, &["exec", "web", "--", "echo", "still here"], "");
     assert_eq!((code, out.as_str()), (0, "still here\n"));
 }
+
+#[test]
+fn kubectl_attach_follows_a_containers_output_and_feeds_its_stdin() {
+    let (server, _agent) = car();
+    server.create_pod(&json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "talker"},
+        "spec": {"nodeName": "hpc-1", "terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "main", "image": "busybox:1", "stdin": true,
+                                 "command": ["sh", "-c", "echo ready; while read line; do echo got $line; done"]}]},
+    }));
+    server.kubectl_ok(&["wait", "--for=condition=Ready", "pod/talker", "--timeout=60s"]);
+    for release in ["1.27", "1.33"] {
+        // Attached, kubectl stays until it is stopped: what it printed by then is what counts.
+        let mut attached = Command::new(support::kubectl_release(release))
+            .arg("--kubeconfig")
+            .arg(&server.kubeconfig)
+            .args(["attach", "-i", "talker"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl attach runs");
+        let mut input = attached.stdin.take().expect("stdin");
+        std::thread::sleep(Duration::from_secs(2));
+        use std::io::Write as _;
+        input.write_all(format!("hello-{release}\n").as_bytes()).expect("typed");
+        input.flush().expect("flushed");
+        std::thread::sleep(Duration::from_secs(2));
+        let _ = attached.kill();
+        let out = attached.wait_with_output().expect("kubectl ends");
+        let shown = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            shown.contains(&format!("got hello-{release}")),
+            "{release}: {shown} / {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Its log has it all, attached or not.
+    let logs = server.kubectl_ok(&["logs", "talker"]);
+    assert!(logs.contains("got hello-1.27") && logs.contains("got hello-1.33"), "{logs}");
+    // -i into a container that keeps no stdin is refused with the reason.
+    let (code, _, err) = kubectl(&server, &["attach", "-i", "box"], "");
+    assert_ne!(code, 0);
+    assert!(err.contains("keeps no standard input"), "{err}");
+}

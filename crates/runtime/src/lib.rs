@@ -114,6 +114,39 @@ pub struct ContainerSpec {
     pub log_max_bytes: u64,
     pub mounts: Vec<Mount>,
     pub isolation: Isolation,
+    /// The container keeps a standard input that `kubectl attach -i` writes to (`stdin: true`).
+    pub stdin: bool,
+}
+
+/// What `kubectl attach` reaches of a running container: its output as it is written
+/// (`true` for stderr), and its standard input when it keeps one.
+#[derive(Clone)]
+pub struct AttachTarget {
+    pub output: tokio::sync::broadcast::Sender<(bool, Vec<u8>)>,
+    pub stdin: Option<std::sync::Arc<tokio::sync::Mutex<Box<dyn tokio::io::AsyncWrite + Send + Sync + Unpin>>>>,
+}
+
+impl std::fmt::Debug for AttachTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttachTarget").field("stdin", &self.stdin.is_some()).finish()
+    }
+}
+
+impl AttachTarget {
+    /// A target with no stdin whose output nobody feeds (tests of what holds targets).
+    pub fn detached() -> AttachTarget {
+        AttachTarget { output: tokio::sync::broadcast::channel(1).0, stdin: None }
+    }
+
+    /// A target whose output `pump`s feed, with the container's standard input if any.
+    pub(crate) fn new(stdin: Option<impl tokio::io::AsyncWrite + Send + Sync + Unpin + 'static>) -> AttachTarget {
+        let (output, _) = tokio::sync::broadcast::channel(256);
+        let stdin = stdin.map(|s| {
+            let boxed: Box<dyn tokio::io::AsyncWrite + Send + Sync + Unpin> = Box::new(s);
+            std::sync::Arc::new(tokio::sync::Mutex::new(boxed))
+        });
+        AttachTarget { output, stdin }
+    }
 }
 
 /// A running container, whatever its runtime.
@@ -148,6 +181,14 @@ impl Container {
     }
 
     /// The id Kubernetes shows (`<runtime>://<id>`).
+    /// Where `kubectl attach` reaches this container.
+    pub fn attach_target(&self) -> AttachTarget {
+        match self {
+            Container::Process(c) => c.attach.clone(),
+            Container::Oci(c) => c.attach.clone(),
+        }
+    }
+
     /// Where `kubectl exec` enters this container.
     pub fn exec_target(&self) -> ExecTarget {
         match self {

@@ -52,11 +52,16 @@ pub(crate) async fn pump(
     stream: impl AsyncRead + Unpin,
     name: &'static str,
     log: std::sync::Arc<tokio::sync::Mutex<LogFile>>,
+    attached: tokio::sync::broadcast::Sender<(bool, Vec<u8>)>,
 ) {
     let mut lines = BufReader::new(stream).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         if let Err(e) = log.lock().await.append(name, &line).await {
             tracing::warn!(error = %e, "cannot write a container log line");
+        }
+        // Whoever is attached gets the line too (nobody: nothing to do).
+        if attached.receiver_count() > 0 {
+            let _ = attached.send((name == "stderr", format!("{line}\n").into_bytes()));
         }
     }
 }

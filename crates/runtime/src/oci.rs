@@ -91,6 +91,7 @@ pub struct OciContainer {
     /// The same, once the container is also removed.
     exit: Option<Exit>,
     pumps: Vec<tokio::task::JoinHandle<()>>,
+    pub(crate) attach: crate::AttachTarget,
 }
 
 /// The agent adopts the containers' init processes (see the module docs).
@@ -138,16 +139,17 @@ impl OciContainer {
             .arg(&pid_file)
             .arg(&options.id)
             // The container's init inherits these pipes: its output flows to the log directly.
-            .stdin(Stdio::null())
+            .stdin(if spec.stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = create.spawn().map_err(|e| fail(format!("cannot run {}: {e}", options.binary)))?;
+        let attach = crate::AttachTarget::new(child.stdin.take());
         let mut pumps = Vec::new();
         if let Some(out) = child.stdout.take() {
-            pumps.push(tokio::spawn(pump(out, "stdout", log.clone())));
+            pumps.push(tokio::spawn(pump(out, "stdout", log.clone(), attach.output.clone())));
         }
         if let Some(err) = child.stderr.take() {
-            pumps.push(tokio::spawn(pump(err, "stderr", log)));
+            pumps.push(tokio::spawn(pump(err, "stderr", log, attach.output.clone())));
         }
         let status = child.wait().await.map_err(|e| fail(e.to_string()))?;
         if !status.success() {
@@ -175,7 +177,7 @@ impl OciContainer {
             cleanup(options).await;
             return Err(fail(String::from_utf8_lossy(&started.stderr).trim().to_string()));
         }
-        Ok(OciContainer { options: options.clone(), pid, pidfd, reaped: None, exit: None, pumps })
+        Ok(OciContainer { options: options.clone(), pid, pidfd, reaped: None, exit: None, pumps, attach })
     }
 
     pub fn pid(&self) -> i32 {
@@ -590,6 +592,7 @@ mod tests {
             log_max_bytes: 1 << 20,
             mounts: vec![Mount { source: "/data/x".into(), destination: "/etc/app".into(), read_only: true }],
             isolation: crate::Isolation::Oci(Box::new(options())),
+            stdin: false,
         };
         let config = runtime_config(&spec, &options(), Path::new("/b/rootfs"));
         let parsed: oci_spec::runtime::Spec = serde_json::from_value(config.clone()).expect("a valid OCI runtime spec");

@@ -24,6 +24,7 @@ pub struct ProcessContainer {
     pid: i32,
     exit: Option<Exit>,
     pumps: Vec<tokio::task::JoinHandle<()>>,
+    pub(crate) attach: crate::AttachTarget,
 }
 
 impl ProcessContainer {
@@ -38,7 +39,7 @@ impl ProcessContainer {
             .args(args)
             .env_clear()
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
+            .stdin(if spec.stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
@@ -69,14 +70,15 @@ impl ProcessContainer {
             cause: e.to_string(),
         })?;
         let pid = child.id().map(|p| p as i32).unwrap_or(0);
+        let attach = crate::AttachTarget::new(child.stdin.take());
         let mut pumps = Vec::new();
         if let Some(out) = child.stdout.take() {
-            pumps.push(tokio::spawn(pump(out, "stdout", log.clone())));
+            pumps.push(tokio::spawn(pump(out, "stdout", log.clone(), attach.output.clone())));
         }
         if let Some(err) = child.stderr.take() {
-            pumps.push(tokio::spawn(pump(err, "stderr", log)));
+            pumps.push(tokio::spawn(pump(err, "stderr", log, attach.output.clone())));
         }
-        Ok(ProcessContainer { child, pid, exit: None, pumps })
+        Ok(ProcessContainer { child, pid, exit: None, pumps, attach })
     }
 
     pub fn pid(&self) -> i32 {
@@ -207,6 +209,7 @@ mod tests {
             log_max_bytes: 1 << 20,
             mounts: vec![],
             isolation: crate::Isolation::Process,
+            stdin: false,
         }
     }
 
