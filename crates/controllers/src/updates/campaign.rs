@@ -22,6 +22,8 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long every target must stay healthy before a campaign commits.
+const HEALTHY_FOR: Duration = Duration::from_secs(5);
 /// How long ready nodes have to pull a campaign's images before it is rolled back.
 const NODE_STAGING_TIMEOUT: Duration = Duration::from_secs(600);
 /// A container restarted this often in a new revision fails the campaign without waiting
@@ -359,9 +361,21 @@ async fn verify(
     }
     let total = targets.len();
     let Some((target, why)) = first_waiting else {
+        // Healthy must last: a container that crashes a moment after it started is Ready for
+        // that moment.
+        let Some(since) = seconds_since(&campaign["status"]["healthySince"]) else {
+            patch_status(client, CAMPAIGNS, name, json!({"healthySince": api::meta::now_rfc3339()})).await?;
+            return Ok(Some(Duration::from_secs(1)));
+        };
+        if since < HEALTHY_FOR.as_secs() {
+            return Ok(Some(Duration::from_secs(1)));
+        }
         enter(client, campaign, "Committing", total, "every target is healthy").await?;
         return Ok(Some(Duration::ZERO));
     };
+    if !campaign["status"]["healthySince"].is_null() {
+        patch_status(client, CAMPAIGNS, name, json!({"healthySince": null})).await?;
+    }
     if campaign["status"]["progress"] != format!("{healthy}/{total}") {
         progress(client, name, healthy, total).await?;
     }
