@@ -88,19 +88,11 @@ pub async fn serve(
     };
     tracing::info!(pod = %format!("{}/{}", request.key.namespace, request.key.pod), container = %request.key.container, command = ?argv, tty = streams.tty, protocol, "exec");
     if upgrade == "spdy/3.1" {
-        let head = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: {protocol}\r\n\r\n"
-        );
-        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(switching_to_spdy(protocol).as_bytes()).await?;
         return run_spdy(stream, target, &argv, streams).await;
     }
     let key = (request.header)("sec-websocket-key").unwrap_or_default();
-    let head = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {}\r\nSec-WebSocket-Protocol: {protocol}\r\n\r\n",
-        accept_key(&key)
-    );
-    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(switching_to_websocket(&key, protocol).as_bytes()).await?;
     let socket = WebSocketStream::from_raw_socket(stream, Role::Server, None).await;
     run(socket, target, &argv, streams).await
 }
@@ -375,12 +367,25 @@ async fn handle_input(data: &[u8], stdin: &mut Option<Input>, session: &Source) 
     }
 }
 
-/// The `Sec-WebSocket-Accept` answer to a client's `Sec-WebSocket-Key` (RFC 6455).
-pub fn accept_key(key: &str) -> String {
+/// The answer that upgrades a request to a WebSocket speaking `protocol`, its accept key
+/// derived from the client's `Sec-WebSocket-Key` (RFC 6455).
+pub fn switching_to_websocket(key: &str, protocol: &str) -> String {
     use base64::Engine as _;
     let digest =
         ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, format!("{key}{WEBSOCKET_GUID}").as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+    let accept = base64::engine::general_purpose::STANDARD.encode(digest.as_ref());
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: {protocol}\r\n\r\n"
+    )
+}
+
+/// The answer that upgrades a request to SPDY/3.1 carrying `protocol`.
+pub fn switching_to_spdy(protocol: &str) -> String {
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
+         X-Stream-Protocol-Version: {protocol}\r\n\r\n"
+    )
 }
 
 pub fn normal_close() -> Message {

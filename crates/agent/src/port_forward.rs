@@ -34,10 +34,7 @@ pub async fn serve(
     let offered = header("sec-websocket-protocol").unwrap_or_default();
     let label = format!("{namespace}/{pod}");
     if upgrade == "spdy/3.1" {
-        let head = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: {PROTOCOL}\r\n\r\n"
-        );
-        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(crate::exec::switching_to_spdy(PROTOCOL).as_bytes()).await?;
         let (read, write) = tokio::io::split(stream);
         return run(read, write, pid, label).await;
     }
@@ -48,12 +45,7 @@ pub async fn serve(
         let why = format!("port forwarding takes a SPDY/3.1 upgrade or a WebSocket with {TUNNEL_PROTOCOL}\n");
         return crate::endpoint::reply(&mut stream, "400 Bad Request", "text/plain", &why).await;
     };
-    let head = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {}\r\nSec-WebSocket-Protocol: {TUNNEL_PROTOCOL}\r\n\r\n",
-        crate::exec::accept_key(&key)
-    );
-    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(crate::exec::switching_to_websocket(&key, TUNNEL_PROTOCOL).as_bytes()).await?;
     let socket = WebSocketStream::from_raw_socket(stream, Role::Server, None).await;
     // The WebSocket's binary messages are a byte stream of SPDY: bridge it to a pipe.
     let (near, far) = tokio::io::duplex(64 * 1024);

@@ -42,7 +42,7 @@ fn path(job: &Value) -> String {
 
 /// Seconds since an RFC 3339 time (0 if unparseable).
 fn seconds_since(time: Option<&str>) -> i64 {
-    time.and_then(api::meta::parse_time).map_or(0, |t| (chrono::Utc::now() - t).num_seconds())
+    time.and_then(api::meta::millis_since).map_or(0, |ms| ms / 1000)
 }
 
 /// What the pods say about the Job.
