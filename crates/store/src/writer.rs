@@ -333,8 +333,7 @@ impl Writer {
                 (None, Some(at)) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
                     Ok(request) => Some(request),
                     Err(RecvTimeoutError::Timeout) => {
-                        self.back_off();
-                        self.reopen();
+                        self.redb_failed();
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => None,
@@ -393,24 +392,13 @@ impl Writer {
 
     /// redb refuses everything after an I/O error until it is opened again: reopen it now
     /// (readers wait for it, a few milliseconds) and hold checkpoints back for a while, longer
-    /// each time it fails again.
+    /// each time it fails again. Also the retry of a reopen that failed.
     fn redb_failed(&mut self) {
-        self.back_off();
-        self.reopen();
-    }
-
-    fn back_off(&mut self) {
         let wait = self.redb_retry.map_or(REDB_RETRY_FIRST, |(_, wait)| (wait * 2).min(REDB_RETRY_MAX));
         self.redb_retry = Some((Instant::now() + wait, wait));
-    }
-
-    fn reopen(&mut self) {
         match self.db.reopen() {
             Ok(()) => tracing::info!("store database reopened; its last complete checkpoint stands"),
-            Err(e) => {
-                let retry_in = self.redb_retry.map(|(_, wait)| wait);
-                tracing::warn!(error = %e, ?retry_in, "store database cannot be reopened yet");
-            }
+            Err(e) => tracing::warn!(error = %e, retry_in = ?wait, "store database cannot be reopened yet"),
         }
     }
 
